@@ -1,0 +1,1 @@
+"""Triton kernels, installed as the import package `fastssl_kernels` (see README)."""
