@@ -1,0 +1,170 @@
+"""The `fastssl` command line.
+
+    fastssl train [--recipe NAME] [--resume] [--section.key=value ...]
+    fastssl eval {knn,linear,finetune,plot} --ckpt RUN_OR_PT | --random-init ...
+    fastssl recipes
+    fastssl config [--recipe NAME] [--keys] [--section.key=value ...]
+    fastssl data convert ...
+    fastssl bench loader ...
+
+Run under torchrun for several processes: `torchrun --nproc_per_node=2 -m fastssl train ...`.
+User errors print one line, `fastssl: error: ...`, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pathlib import Path
+
+from fastssl.config import Config, all_keys, apply_overrides, format_config, set_value
+from fastssl.errors import FastSSLError
+
+
+def _split_overrides(rest: list[str]) -> list[str]:
+    """Accept `--a.b=v` and `--a.b v`; anything else is an error naming the right form."""
+    out, i = [], 0
+    while i < len(rest):
+        tok = rest[i]
+        if not tok.startswith("--") or "." not in tok.split("=", 1)[0]:
+            raise FastSSLError(f"unexpected argument {tok!r}; config overrides look like --section.key=value")
+        if "=" in tok:
+            out.append(tok)
+            i += 1
+        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+            out.append(f"{tok}={rest[i + 1]}")
+            i += 2
+        else:
+            raise FastSSLError(f"override {tok} has no value; write {tok}=VALUE")
+    return out
+
+
+def resolve_config(recipe: str, overrides: list[str], config_file: str | None = None) -> Config:
+    """recipe, then the JSON file's keys (a full or partial config), then CLI overrides."""
+    from fastssl.recipes import get_recipe
+
+    cfg = get_recipe(recipe)
+    if config_file:
+        for key, value in _read_config_file(config_file).items():
+            set_value(cfg, key, value)
+    return apply_overrides(cfg, _split_overrides(overrides))
+
+
+def _read_config_file(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise FastSSLError(f"config file {path} does not exist; pass a JSON file like the config.json of a run")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise FastSSLError(f"config file {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
+    flat = {}
+    for section, values in data.items():
+        if section == "recipe":
+            continue
+        if not isinstance(values, dict):
+            raise FastSSLError(f"config file {path}: '{section}' must be a section object like {{\"train\": {{...}}}}")
+        flat.update({f"{section}.{k}": v for k, v in values.items()})
+    return flat
+
+
+def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+    from fastssl.train.trainer import train
+
+    cfg = resolve_config(args.recipe, rest, args.config)
+    if args.resume:
+        cfg.train.resume = True
+    summary = train(cfg)
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace, rest: list[str]) -> int:
+    from fastssl.recipes import RECIPES
+
+    print(f"{'recipe':<28} {'method':<8} {'model':<16} {'data':<8} {'size':>4} {'batch':>6} {'epochs':>6}  summary")
+    for name, fn in RECIPES.items():
+        c = fn()
+        doc = (fn.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<28} {c.method.name:<8} {c.model.name:<16} {c.data.dataset:<8} {c.data.image_size:>4} "
+              f"{c.train.batch_size:>6} {c.train.epochs:>6}  {doc}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.keys:
+        print("\n".join(all_keys()))
+        return 0
+    cfg = resolve_config(args.recipe, rest, args.config)
+    print(cfg.to_json() if args.json else format_config(cfg))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastssl", description="Self-supervised pretraining of vision encoders.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="pretrain an encoder", description="Pretrain; any --section.key=value overrides the recipe.")
+    t.add_argument("--recipe", default="default", help="named config to start from (see `fastssl recipes`)")
+    t.add_argument("--config", help="JSON config (full or partial) applied over the recipe, before overrides")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --train.out")
+    t.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    t.set_defaults(func=_cmd_train)
+
+    r = sub.add_parser("recipes", help="list the named recipes")
+    r.set_defaults(func=_cmd_recipes)
+
+    c = sub.add_parser("config", help="print a resolved config or the valid keys")
+    c.add_argument("--recipe", default="default")
+    c.add_argument("--config", help="JSON config applied over the recipe")
+    c.add_argument("--keys", action="store_true", help="list every section.key")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_cmd_config)
+
+    _add_optional_parsers(sub)
+    return p
+
+
+def _add_optional_parsers(sub) -> None:
+    """Subcommands owned by other modules register themselves here."""
+    from fastssl.eval.commands import add_parser as add_eval
+
+    add_eval(sub)
+    try:
+        from fastssl.data.convert import add_parser as add_data
+    except ImportError:
+        add_data = None
+    if add_data is not None:
+        add_data(sub)
+    try:
+        from fastssl.data.loader_bench import add_parser as add_bench
+    except ImportError:
+        add_bench = None
+    if add_bench is not None:
+        add_bench(sub)
+
+
+# Subcommands whose handlers take argparse args only (no free-form overrides).
+_NO_OVERRIDES = ("eval", "data", "bench")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        args, rest = parser.parse_known_args(argv)
+        if args.command in _NO_OVERRIDES:
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return int(args.func(args) or 0)
+        return int(args.func(args, rest) or 0)
+    except FastSSLError as e:
+        print(f"fastssl: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

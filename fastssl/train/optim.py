@@ -1,0 +1,76 @@
+"""Optimisers: LARS (SimCLR/BYOL's standard), AdamW and SGD, with the usual parameter groups.
+
+Biases and normalisation parameters get no weight decay and no LARS trust-ratio adaptation,
+as in SimCLR, BYOL and MoCo v3.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastssl.config import OptimConfig
+from fastssl.errors import FastSSLError
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum where each layer's step is scaled by eta * ||w|| / ||g + wd * w||.
+
+    Parameter groups with `lars_exclude=True` take a plain SGD-momentum step with no decay.
+    """
+
+    def __init__(self, params, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.02):
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars_exclude=False)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if not group["lars_exclude"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = torch.norm(p), torch.norm(g)
+                    trust = torch.where(
+                        (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm)
+                    )
+                    g = g.mul(trust)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                mu = state["mu"]
+                mu.mul_(group["momentum"]).add_(g)
+                p.add_(mu, alpha=-group["lr"])
+        return loss
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # 1-D tensors are biases and norm scales; ViT's pos_embed/cls_token are excluded too.
+        if p.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "cls_token" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
+        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.name == "lars":
+        return LARS(groups, lr=lr, momentum=cfg.momentum, eta=cfg.lars_eta)
+    for g in groups:
+        g.pop("lars_exclude")
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
+    raise FastSSLError(f"unknown optim.name '{cfg.name}'; use lars, adamw or sgd")

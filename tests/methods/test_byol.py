@@ -1,0 +1,66 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fastssl.config import Config
+from fastssl.methods import build_method
+from fastssl.methods.byol import cosine_momentum, ema_update
+
+
+def _cfg():
+    c = Config()
+    c.method.name = "byol"
+    c.model.name, c.data.image_size = "resnet-tiny", 8
+    c.method.proj_hidden_dim, c.method.proj_dim, c.method.pred_hidden_dim = 16, 8, 16
+    c.method.momentum_base = 0.9
+    return c
+
+
+def test_cosine_momentum_schedule():
+    assert cosine_momentum(0, 100, 0.996) == pytest.approx(0.996)
+    assert cosine_momentum(100, 100, 0.996) == pytest.approx(1.0)
+    assert cosine_momentum(50, 100, 0.99) == pytest.approx(0.995)
+    k, K = 30, 100
+    expect = 1 - (1 - 0.99) * (math.cos(math.pi * k / K) + 1) / 2
+    assert cosine_momentum(k, K, 0.99) == pytest.approx(expect)
+
+
+def test_ema_arithmetic():
+    target, online = nn.Linear(3, 2), nn.Linear(3, 2)
+    t0 = [p.detach().clone() for p in target.parameters()]
+    o0 = [p.detach().clone() for p in online.parameters()]
+    ema_update(target, online, 0.75)
+    for t, a, b in zip(target.parameters(), t0, o0):
+        torch.testing.assert_close(t.detach(), 0.75 * a + 0.25 * b)
+    bn_t, bn_o = nn.BatchNorm1d(2), nn.BatchNorm1d(2)
+    bn_o.running_mean.fill_(3.0)
+    ema_update(bn_t, bn_o, 0.5)
+    torch.testing.assert_close(bn_t.running_mean, torch.full((2,), 3.0))  # buffers are copied
+
+
+def test_no_gradient_reaches_target_and_update_moves_it():
+    torch.manual_seed(0)
+    m = build_method(_cfg())
+    target_before = [p.detach().clone() for p in m.target_backbone.parameters()]
+    out = m([torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)], step=0, max_steps=10)
+    out["loss"].backward()
+    assert all(p.grad is None for p in m.target_backbone.parameters())
+    assert all(p.grad is None for p in m.target_projector.parameters())
+    assert m.predictor[0].weight.grad is not None
+    with torch.no_grad():
+        for p in m.backbone.parameters():
+            p.add_(1.0)
+    m.on_after_step(0, 10)
+    tau = cosine_momentum(0, 10, 0.9)
+    for t, before, o in zip(m.target_backbone.parameters(), target_before, m.backbone.parameters()):
+        torch.testing.assert_close(t, tau * before + (1 - tau) * o.detach())
+
+
+def test_loss_is_symmetric_and_bounded():
+    m = build_method(_cfg()).eval()
+    x1, x2 = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    a, b = m([x1, x2])["loss"], m([x2, x1])["loss"]
+    torch.testing.assert_close(a, b)
+    assert 0 <= a.item() <= 8

@@ -1,0 +1,151 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from fastssl.errors import FastSSLError
+from fastssl.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from fastssl.train.trainer import train
+from tests.train.conftest import tiny_overrides
+
+
+def _weights(out):
+    return load_checkpoint(latest_checkpoint(out))["model"]
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_train_writes_config_checkpoints_and_metrics(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("--train.keep_last=1")
+    summary = train(cfg)
+    out = tmp_path / "run"
+    assert summary["step"] == 6
+    assert json.loads((out / "config.json").read_text())["train"]["batch_size"] == 16
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000006.pt"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train_records] == [1, 2, 3, 4, 5, 6]
+    assert all({"loss", "lr", "images_per_s", "pos_sim"} <= r.keys() for r in train_records)
+    assert records[-1]["kind"] == "summary"
+
+
+def test_byol_trains_and_loss_is_finite(tiny_cfg):
+    summary = train(tiny_cfg("--method.name=byol", "--method.pred_hidden_dim=16", "--train.epochs=1"))
+    assert summary["step"] == 3
+
+
+def test_resume_in_process_equals_uninterrupted(tiny_cfg, tmp_path):
+    train(tiny_cfg(out=tmp_path / "full"))
+    # "Interrupt" after epoch 1 by keeping only the first epoch's checkpoint, then resume.
+    train(tiny_cfg("--train.ckpt_every_steps=1", "--train.keep_last=10", out=tmp_path / "part"))
+    for p in list_checkpoints(tmp_path / "part")[4:]:
+        p.unlink()
+    assert latest_checkpoint(tmp_path / "part").name == "step_00000004.pt"  # mid-epoch 2
+    summary = train(tiny_cfg("--train.resume=true", out=tmp_path / "part"))
+    assert summary["step"] == 6
+    _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "part"))
+
+
+def _spawn(out, *extra):
+    args = [sys.executable, "-m", "fastssl", "train", *tiny_overrides(out), *extra]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+
+
+def _wait_for_checkpoint(proc, out, min_step, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ckpts = list_checkpoints(out)
+        if ckpts and int(ckpts[-1].stem.split("_")[1]) >= min_step:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before step {min_step}: {proc.stdout.read()[-2000:]}")
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail("no checkpoint appeared")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted(tiny_cfg, tmp_path):
+    long = ["--train.epochs=40", "--train.ckpt_every_steps=5", "--train.keep_last=2"]
+    proc = _spawn(tmp_path / "killed", *long)
+    _wait_for_checkpoint(proc, tmp_path / "killed", 10)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = int(latest_checkpoint(tmp_path / "killed").stem.split("_")[1])
+    assert 10 <= killed_at < 120
+    # No torn or temporary files are left behind by the kill.
+    assert all(p.name.startswith("step_") for p in (tmp_path / "killed" / "checkpoints").iterdir())
+    resumed = train(tiny_cfg(*long, "--train.resume=true", out=tmp_path / "killed"))
+    full = train(tiny_cfg(*long, out=tmp_path / "full"))
+    assert resumed["step"] == full["step"] == 120
+    _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "killed"))
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_then_resume_finishes(tmp_path):
+    out = tmp_path / "term"
+    proc = _spawn(out, "--train.epochs=200", "--train.ckpt_every_steps=50")
+    _wait_for_checkpoint(proc, out, 50)
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, text[-2000:]
+    assert "--resume" in text
+    stopped_at = int(latest_checkpoint(out).stem.split("_")[1])
+    assert stopped_at % 50 != 0 or stopped_at >= 50  # a checkpoint at the signal, not only periodic ones
+    assert stopped_at < 600
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    import fastssl.train.trainer as trainer_mod
+
+    real_build = trainer_mod.build_method
+
+    def build_poisoned(cfg):
+        method = real_build(cfg)
+        forward = method.forward
+
+        def poisoned(views, step=0, max_steps=1):
+            out = forward(views, step, max_steps)
+            if step >= 2:
+                out["loss"] = out["loss"] * float("nan")
+            return out
+
+        method.forward = poisoned
+        return method
+
+    monkeypatch.setattr(trainer_mod, "build_method", build_poisoned)
+    cfg = tiny_cfg("--train.ckpt_every_steps=1", "--train.max_bad_steps=3", "--train.keep_last=5")
+    with pytest.raises(FastSSLError, match=r"not finite for 3 steps.*step_00000002\.pt"):
+        train(cfg)
+    assert latest_checkpoint(tmp_path / "run").name == "step_00000002.pt"
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in records) == 2
+
+
+def test_batch_too_small_for_contrastive_loss(tiny_cfg):
+    with pytest.raises(FastSSLError, match="batch_size"):
+        train(tiny_cfg("--train.batch_size=1"))
+
+
+def test_existing_run_is_not_overwritten(tiny_cfg, tmp_path):
+    train(tiny_cfg("--train.epochs=1"))
+    before = latest_checkpoint(tmp_path / "run").read_bytes()
+    with pytest.raises(FastSSLError, match="--resume"):
+        train(tiny_cfg("--train.epochs=1"))
+    assert latest_checkpoint(tmp_path / "run").read_bytes() == before
+
+
+def test_resume_with_another_model_fails_clearly(tiny_cfg):
+    train(tiny_cfg("--train.epochs=1"))
+    with pytest.raises(FastSSLError, match="holds a simclr/resnet-tiny model"):
+        train(tiny_cfg("--train.resume=true", "--model.name=resnet18-cifar"))
