@@ -124,27 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_cmd_config)
 
-    _add_optional_parsers(sub)
+    _add_module_parsers(sub)
     return p
 
 
-def _add_optional_parsers(sub) -> None:
-    """Subcommands owned by other modules register themselves here."""
+def _add_module_parsers(sub) -> None:
+    """Subcommands whose logic lives beside what they drive register their own arguments."""
+    from fastssl.data.convert import add_parser as add_data
+    from fastssl.data.loader_bench import add_parser as add_bench
     from fastssl.eval.commands import add_parser as add_eval
 
     add_eval(sub)
-    try:
-        from fastssl.data.convert import add_parser as add_data
-    except ImportError:
-        add_data = None
-    if add_data is not None:
-        add_data(sub)
-    try:
-        from fastssl.data.loader_bench import add_parser as add_bench
-    except ImportError:
-        add_bench = None
-    if add_bench is not None:
-        add_bench(sub)
+    add_data(sub)
+    add_bench(sub)
 
 
 # Subcommands whose handlers take argparse args only (no free-form overrides).

@@ -21,9 +21,10 @@ from fastssl.errors import FastSSLError
 
 @dataclass
 class DataConfig:
-    # "digits" (built in, no download), "npz" (JPEG shards), "folder" (ImageFolder),
-    # "cifar10" | "stl10" | "mnist" (torchvision), or "auto": guess from `path`.
-    dataset: str = "digits"
+    # "auto" guesses from `path` ("" = the built-in digits); or "digits" (built in, no download),
+    # "npz" (JPEG shards), "folder" (ImageFolder), "cifar10" | "stl10" | "mnist" (torchvision),
+    # "webdataset" (tar shards) | "filelist" (.txt of `path label` lines): DALI backends only.
+    dataset: str = "auto"
     path: str = ""
     # Where eval commands and the end-of-run kNN read held-out data; "" = the dataset's own split.
     test_path: str = ""
@@ -37,7 +38,8 @@ class DataConfig:
     skip_corrupt: bool = False
     # torchvision datasets only; never the default, these machines have no internet.
     download: bool = False
-    # Fraction of a single-split dataset held out for evaluation (digits, npz without test_path).
+    # Fraction of a single-split dataset (digits, npz, folder) held out for evaluation when
+    # `test_path` is empty; training never sees it.
     val_fraction: float = 0.1
     pin_memory: bool = True
     # Output dtype of GPU backends ("fp32" | "bf16" | "fp16").
@@ -66,6 +68,7 @@ class AugConfig:
     local_size: int = 96
     local_scale_min: float = 0.05
     local_scale_max: float = 0.4
+    local_blur_p: float = 0.5
     normalize_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     normalize_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 

@@ -82,6 +82,25 @@ def _any_rank(flags: torch.Tensor) -> list[bool]:
     return [bool(f) for f in flags.tolist()]
 
 
+def check_replicas(method: torch.nn.Module, device: torch.device) -> None:
+    """Fail if any rank's weights (EMA targets and BN buffers included) differ from rank 0's.
+
+    A per-tensor float64 checksum is all-gathered: one small collective per checkpoint.
+    """
+    if not is_dist():
+        return
+    tensors = [*method.parameters(), *method.buffers()]
+    sums = torch.stack([t.detach().double().sum() for t in tensors]).to(device)
+    gathered = [torch.empty_like(sums) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, sums)
+    for r, g in enumerate(gathered[1:], start=1):
+        if not torch.equal(g, gathered[0]):
+            raise FastSSLError(
+                f"rank {r}'s weights differ from rank 0's; replicas diverged, so the run is not data-parallel. "
+                f"Check that every rank runs the same fastssl version and config"
+            )
+
+
 def _validate(cfg: Config, world: World) -> None:
     if cfg.train.batch_size % world.world_size:
         raise FastSSLError(
@@ -151,6 +170,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
 
     def checkpoint(epoch_of_step: int) -> None:
         nonlocal last_ckpt
+        check_replicas(method, world.device)
         if world.is_main:
             last_ckpt = save_checkpoint(out, {
                 "config": cfg.to_dict(), "step": step, "epoch": epoch_of_step,
@@ -181,6 +201,10 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                     g["lr"] = lr
                 autocast = (torch.autocast(world.device.type, dtype=amp_dtype) if amp_dtype
                             else contextlib.nullcontext())
+                # A skipped step must leave no trace: its forward already moved the BatchNorm
+                # running statistics (possibly to NaN), so keep a copy to restore. Buffers are tiny.
+                buffers = list(method.buffers())
+                saved_buffers = [b.detach().clone() for b in buffers]
                 with autocast:
                     outputs = model(views, step=step, max_steps=total_steps)
                 loss = outputs["loss"]
@@ -192,6 +216,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                     stopped_by = stop.signum or signal.SIGTERM
                     break
                 if bad_loss:
+                    torch._foreach_copy_(buffers, saved_buffers)
                     bad_steps += 1
                     log.write(f"fastssl: non-finite loss at step {step}; skipped ({bad_steps} in a row)")
                     if bad_steps >= cfg.train.max_bad_steps:
@@ -207,6 +232,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                 max_norm = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else math.inf
                 grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), max_norm)
                 if not torch.isfinite(grad_norm):
+                    torch._foreach_copy_(buffers, saved_buffers)
                     bad_steps += 1
                     optimizer.zero_grad(set_to_none=True)
                     log.write(f"fastssl: non-finite gradient at step {step}; skipped ({bad_steps} in a row)")
@@ -252,27 +278,18 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                                "images_per_s": round(images_seen / max(elapsed, 1e-9), 2)}
     if cfg.train.knn_at_end and world.is_main:
         knn = _knn_at_end(unwrap(model), cfg, world)
-        if knn is not None:
-            summary["knn_top1"] = knn["top1"]
-            log.log(step, {"top1": knn["top1"]}, kind="knn")
+        summary["knn_top1"] = knn["top1"]
+        log.log(step, knn, kind="knn")
     log.log(step, summary, kind="summary")
     log.write("fastssl: done " + " ".join(f"{k}={v}" for k, v in summary.items()))
     log.close()
     return summary
 
 
-def _knn_at_end(method: torch.nn.Module, cfg: Config, world: World) -> dict[str, Any] | None:
-    """kNN on held-out data: `data.test_path`, or the built-in dataset's test split."""
-    from fastssl.data.sources import open_source
+def _knn_at_end(method: torch.nn.Module, cfg: Config, world: World) -> dict[str, Any]:
+    """kNN on held-out data: `data.test_path`, else the dataset's own held-out split."""
+    from fastssl.data.sources import open_eval_sources
     from fastssl.eval.knn import knn_eval
 
-    if cfg.data.test_path:
-        train_src = open_source(cfg.data.path, cfg.data.dataset, "train", cfg.data)
-        test_src = open_source(cfg.data.test_path, cfg.data.dataset, "test", cfg.data)
-    elif cfg.data.dataset == "digits":
-        train_src = open_source("", "digits", "train", cfg.data)
-        test_src = open_source("", "digits", "test", cfg.data)
-    else:
-        print("fastssl: skipping the end-of-run kNN: set --data.test_path to held-out images", flush=True)
-        return None
+    train_src, test_src = open_eval_sources(cfg.data)
     return knn_eval(method, train_src, test_src, cfg, world.device)
