@@ -74,6 +74,8 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     from fastssl.train.trainer import train
 
     cfg = resolve_config(args.recipe, rest, args.config)
+    if args.out:
+        cfg.train.out = args.out
     if args.resume:
         cfg.train.resume = True
     summary = train(cfg)
@@ -111,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", default="default", help="named config to start from (see `fastssl recipes`)")
     t.add_argument("--config", help="JSON config (full or partial) applied over the recipe, before overrides")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --train.out")
+    t.add_argument("--out", help="run folder; the same as --train.out")
     t.add_argument("--json", action="store_true", help="print the final summary as JSON")
     t.set_defaults(func=_cmd_train)
 

@@ -145,6 +145,10 @@ class TrainConfig:
 class EvalConfig:
     knn_k: int = 200
     knn_t: float = 0.1
+    # End-of-run kNN only: images in the feature bank (0 = data.limit if set, else all) and
+    # held-out queries (0 = all). Standalone `fastssl eval knn` takes --limit-train instead.
+    knn_train_limit: int = 0
+    knn_test_limit: int = 0
     batch_size: int = 256
     linear_epochs: int = 30
     linear_lr: float = 0.1

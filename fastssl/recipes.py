@@ -20,7 +20,7 @@ def default() -> Config:
     c.method.name, c.method.temperature = "simclr", 0.2
     c.method.proj_hidden_dim, c.method.proj_dim = 256, 64
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "adamw", 0.002, 1e-4, 2
-    c.train.epochs, c.train.batch_size, c.train.out = 30, 128, "runs/default"
+    c.train.epochs, c.train.batch_size, c.train.out = 20, 128, "runs/default"
     return c
 
 

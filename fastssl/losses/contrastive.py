@@ -1,7 +1,8 @@
 """NT-Xent (SimCLR) and InfoNCE (MoCo) with a choice of implementation.
 
 `impl="torch"` materialises the similarity matrix: simple and exact, memory O(N^2).
-`impl="triton"` calls the fused kernel in `fastssl_kernels.nt_xent` (memory O(N)).
+`impl="triton"` calls the fused kernel in `fastssl_kernels.nt_xent` (memory O(N)); it runs on
+CUDA tensors, or on CPU when TRITON_INTERPRET=1 was set before import (tests).
 `impl="auto"` picks triton on CUDA when Triton is importable, torch elsewhere.
 
 With `gather_distributed=True`, each rank's queries meet the keys of all ranks; the returned
@@ -37,9 +38,8 @@ def resolve_impl(impl: str, device: torch.device) -> str:
         return impl
     if device.type == "cuda":
         try:
-            import triton  # noqa: F401
-
             import fastssl_kernels.nt_xent  # noqa: F401
+            import triton  # noqa: F401
 
             return "triton"
         except ImportError:
@@ -47,13 +47,42 @@ def resolve_impl(impl: str, device: torch.device) -> str:
     return "torch"
 
 
-def nt_xent_torch(q: torch.Tensor, keys: torch.Tensor, pos_idx: torch.Tensor, self_idx: torch.Tensor, temperature: float) -> torch.Tensor:
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    # Normalise in fp32 but keep the caller's dtype: under autocast F.normalize alone returns
+    # fp32, which would push the fused kernel off bf16 tensor cores.
+    return F.normalize(x.to(torch.promote_types(x.dtype, torch.float32)), dim=1).to(x.dtype)
+
+
+def _widen(x: torch.Tensor) -> torch.Tensor:
+    # Cross-entropy in at least fp32; fp64 stays fp64 so gradcheck sees exact derivatives.
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _kernel_dtype(x: torch.Tensor) -> torch.dtype:
+    # Under autocast the torch path's matmul runs in the autocast dtype; the kernel matches it
+    # even when the projector hands over fp32 (a final BatchNorm does).
+    dev = x.device.type
+    if x.dtype == torch.float32 and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+def _kernels():
+    try:
+        from fastssl_kernels import nt_xent as kernels
+    except ImportError as e:
+        raise FastSSLError(f"impl='triton' needs the triton package ({e}); install triton or use impl='torch'") from e
+    return kernels
+
+
+def nt_xent_torch(
+    q: torch.Tensor, keys: torch.Tensor, pos_idx: torch.Tensor, self_idx: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Mean over rows of -log softmax(q @ keys.T / t)[pos], the self column excluded.
 
     q [M, d] and keys [K, d] are already L2-normalised; pos_idx/self_idx [M] index into keys.
     """
-    logits = q @ keys.T / temperature  # [M, K]
-    logits = logits.float()
+    logits = _widen(q @ keys.T / temperature)  # [M, K]
     rows = torch.arange(q.shape[0], device=q.device)
     logits[rows, self_idx] = float("-inf")
     return F.cross_entropy(logits, pos_idx)
@@ -76,8 +105,7 @@ def nt_xent(
     if z1.shape[0] < 1:
         raise FastSSLError("NT-Xent needs at least one pair of views")
     impl = resolve_impl(impl, z1.device)
-    z1 = F.normalize(z1, dim=1)
-    z2 = F.normalize(z2, dim=1)
+    z1, z2 = _normalize(z1), _normalize(z2)
     n = z1.shape[0]
     if gather_distributed:
         k1, k2 = all_gather_with_grad(z1), all_gather_with_grad(z2)  # [N_global, d] each
@@ -86,9 +114,11 @@ def nt_xent(
         k1, k2, offset = z1, z2, 0
     n_global = k1.shape[0]
     if impl == "triton":
-        from fastssl_kernels.nt_xent import nt_xent_triton
-
-        return nt_xent_triton(z1, z2, k1, k2, offset, temperature)
+        dt = _kernel_dtype(z1)
+        if k1 is z1 and k2 is z2:
+            # Keys are the queries (one process): the kernel's symmetric backward is one pass.
+            return _kernels().nt_xent_triton(z1.to(dt), z2.to(dt), temperature)
+        return _kernels().nt_xent_triton(z1.to(dt), z2.to(dt), temperature, k1.to(dt), k2.to(dt), offset)
     q = torch.cat([z1, z2], 0)  # [2n, d]
     keys = torch.cat([k1, k2], 0)  # [2N, d]
     local = torch.arange(n, device=z1.device) + offset
@@ -115,23 +145,21 @@ def info_nce(
     if queue is not None and (queue.dim() != 2 or queue.shape[1] != q.shape[1]):
         raise FastSSLError(f"queue must be [K, {q.shape[1]}], got {tuple(queue.shape)}")
     impl = resolve_impl(impl, q.device)
-    q = F.normalize(q, dim=1)
-    k = F.normalize(k, dim=1)
+    q, k = _normalize(q), _normalize(k)
     n = q.shape[0]
     if gather_distributed:
         keys, offset = all_gather_with_grad(k), get_rank() * n
     else:
         keys, offset = k, 0
-    negs = None if queue is None else F.normalize(queue.detach(), dim=1)
+    negs = None if queue is None else _normalize(queue.detach()).to(q.dtype)
     if impl == "triton":
-        from fastssl_kernels.nt_xent import info_nce_triton
-
-        return info_nce_triton(q, keys, negs, offset, temperature)
+        dt = _kernel_dtype(q)
+        return _kernels().info_nce_triton(q.to(dt), keys.to(dt), temperature, negs, offset)
     if negs is not None:
         keys = torch.cat([keys, negs.to(keys.dtype)], 0)  # [N_global + K, d]
-    logits = (q @ keys.T / temperature).float()  # [n, N_global + K]
+    logits = _widen(q @ keys.T / temperature)  # [n, N_global + K]
     pos = torch.arange(n, device=q.device) + offset
     return F.cross_entropy(logits, pos)
 
 
-__all__ = ["nt_xent", "info_nce", "all_gather_no_grad", "resolve_impl", "IMPLS"]
+__all__ = ["IMPLS", "all_gather_no_grad", "info_nce", "nt_xent", "resolve_impl"]

@@ -292,4 +292,7 @@ def _knn_at_end(method: torch.nn.Module, cfg: Config, world: World) -> dict[str,
     from fastssl.eval.knn import knn_eval
 
     train_src, test_src = open_eval_sources(cfg.data)
+    # A run limited to N images is a quick one: its kNN bank is those N images, not the full set.
+    train_src = train_src.head(cfg.eval.knn_train_limit or cfg.data.limit)
+    test_src = test_src.head(cfg.eval.knn_test_limit)
     return knn_eval(method, train_src, test_src, cfg, world.device)

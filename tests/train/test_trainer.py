@@ -154,3 +154,23 @@ def test_resume_with_another_model_fails_clearly(tiny_cfg):
     train(tiny_cfg("--train.epochs=1"))
     with pytest.raises(FastSSLError, match="holds a simclr/resnet-tiny model"):
         train(tiny_cfg("--train.resume=true", "--model.name=resnet18-cifar"))
+
+
+def test_knn_at_end_uses_the_limited_bank_and_logs_it(tiny_cfg, tmp_path):
+    summary = train(tiny_cfg("--train.epochs=1", "--train.knn_at_end=true", "--eval.knn_test_limit=20"))
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    knn = [r for r in records if r["kind"] == "knn"][0]
+    assert (knn["n_train"], knn["n_test"]) == (48, 20)
+    assert 0 <= summary["knn_top1"] <= 100 and summary["knn_top1"] == knn["top1"]
+
+
+def test_simclr_trains_with_the_triton_loss(tiny_cfg, monkeypatch):
+    """Runs the fused kernel (in the Triton interpreter on CPU) inside a real training loop."""
+    pytest.importorskip("triton")
+    import fastssl_kernels.nt_xent as kernel
+
+    calls = []
+    real = kernel.nt_xent_triton
+    monkeypatch.setattr(kernel, "nt_xent_triton", lambda *a, **k: calls.append(1) or real(*a, **k))
+    summary = train(tiny_cfg("--train.epochs=1", "--method.loss_impl=triton"))
+    assert summary["step"] == 3 and len(calls) == 3

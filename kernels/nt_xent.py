@@ -1,0 +1,620 @@
+"""Fused NT-Xent (SimCLR) and InfoNCE (MoCo) losses that never build the similarity matrix.
+
+Why: contrastive losses compute S = Q K^T / t over every query/key pair. Materialising S costs
+O(N^2) memory (17 GB in fp32 at 2N = 65,536) and caps the batch size long before compute does.
+Here S is processed in [BLOCK_M, BLOCK_N] tiles that live only in registers (Inf-CL, flash
+attention): the forward keeps a running max/sum per row (online log-sum-exp) and stores just the
+row's LSE and positive logit; the backward recomputes each tile from Q and K. Memory is O(N d).
+
+The loss is exact, not an approximation: it equals cross-entropy over the full row of logits.
+Backward is deterministic (no atomics): one pass over row blocks gives dQ, one pass over key
+blocks gives dK. When the keys are the queries themselves (single-process NT-Xent) S is symmetric,
+so a single row pass yields the whole gradient and the key pass is skipped.
+
+Limits:
+- inputs must already be L2-normalised; the kernel computes dot products, not cosines.
+- fp32, bf16 and fp16 inputs (all of one dtype), feature dim 1 <= d <= 256 (a row block keeps
+  its whole feature vector in registers). fp32 tiles use 3xTF32 dots on GPU (near-fp32
+  accuracy on tensor cores), not plain TF32.
+- Logits accumulate in fp32. For bf16/fp16 inputs the softmax-gradient tile is rounded to the
+  input dtype before its matmul (as flash attention does), so gradients carry that dtype's error.
+- Extra negatives (a MoCo queue) receive no gradient.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch import nn
+
+from fastssl.errors import FastSSLError
+
+MAX_D = 256
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Read at import, like triton.jit does: kernels defined now run interpreted if this is set.
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_LOG2E = math.log2(math.e)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plain-torch references: O(N^2) memory, used by tests and as the definition of the loss.
+# ----------------------------------------------------------------------------------------------
+
+
+def _acc_dtype(x: torch.Tensor) -> torch.dtype:
+    # fp64 stays fp64 (tests), everything narrower computes in fp32.
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def nt_xent_reference(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.2,
+    k1: torch.Tensor | None = None,
+    k2: torch.Tensor | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
+    """Mean over this rank's 2n queries of -log softmax(q . keys / t)[positive], self excluded.
+
+    z1, z2: [n, d] L2-normalised views. k1, k2: [N, d] the views gathered from all ranks (default
+    z1, z2), in which this rank's rows start at `offset`.
+    """
+    k1 = z1 if k1 is None else k1
+    k2 = z2 if k2 is None else k2
+    n, n_all = z1.shape[0], k1.shape[0]
+    acc = _acc_dtype(z1)
+    q = torch.cat([z1, z2]).to(acc)  # [2n, d]
+    keys = torch.cat([k1, k2]).to(acc)  # [2N, d]
+    logits = q @ keys.T / temperature  # [2n, 2N]
+    local = torch.arange(n, device=z1.device) + offset
+    self_idx = torch.cat([local, local + n_all])
+    pos_idx = torch.cat([local + n_all, local])
+    logits = logits.index_put((torch.arange(2 * n, device=z1.device), self_idx), torch.tensor(float("-inf"), dtype=acc))
+    return F.cross_entropy(logits, pos_idx)
+
+
+def info_nce_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    temperature: float = 0.2,
+    queue: torch.Tensor | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
+    """Mean over queries of -log softmax([q . k, q . queue] / t)[offset + i].
+
+    q: [n, d] this rank's queries; k: [N, d] keys of all ranks; queue: [K, d] negatives, no grad.
+    """
+    acc = _acc_dtype(q)
+    keys = k.to(acc)
+    if queue is not None:
+        keys = torch.cat([keys, queue.detach().to(acc)])  # [N + K, d]
+    logits = q.to(acc) @ keys.T / temperature  # [n, N + K]
+    return F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device) + offset)
+
+
+# ----------------------------------------------------------------------------------------------
+# Triton kernels. Logits are kept in log2 units (scaled by log2(e) / t) so tiles use exp2.
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    # a [P, R] @ b [R, Q] -> fp32 [P, Q]
+    if UPCAST:
+        # The interpreter multiplies bf16 tiles as their raw uint16 bits; products of bf16
+        # values are exact in fp32, so upcasting gives the same numbers the GPU computes.
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, input_precision=PRECISION)
+
+
+@triton.jit
+def _load_rows(ptr, idx, n_rows, dims, n_dims, stride_r, stride_d):
+    # [B] row indices x [BLOCK_D] feature indices -> [B, BLOCK_D] tile, zeros outside the tensor.
+    offs = idx[:, None].to(tl.int64) * stride_r + dims[None, :] * stride_d
+    return tl.load(ptr + offs, mask=(idx[:, None] < n_rows) & (dims[None, :] < n_dims), other=0.0)
+
+
+@triton.jit
+def _lse_update(m_i, l_i, s):
+    # s [BM, BN] log2-unit logits, masked entries -inf; m_i, l_i [BM] running max and sum.
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    # While a row has seen only masked columns its max is -inf; shifting by 0 keeps exp2 at 0
+    # instead of exp2(-inf - -inf) = nan.
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    l_i = l_i * tl.exp2(m_i - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), axis=1)
+    return m_new, l_i
+
+
+@triton.jit
+def _fwd_kernel(
+    q_ptr,  # [M, D] queries
+    k_ptr,  # [NK, D] keys (positives and in-batch negatives)
+    neg_ptr,  # [NNEG, D] extra negatives (queue); NNEG may be 0
+    pos_ptr,  # [M] int32: key column of each query's positive
+    self_ptr,  # [M] int32: key column excluded from the row (the query itself), -1 for none
+    lse_ptr,  # [M] fp32 out: natural-log LSE over the row
+    posl_ptr,  # [M] fp32 out: positive logit q . k_pos / t
+    M,
+    NK,
+    NNEG,
+    D,
+    stride_qm,
+    stride_qd,
+    stride_km,
+    stride_kd,
+    stride_nm,
+    stride_nd,
+    qk_scale,  # log2(e) / t
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BM]
+    dims = tl.arange(0, BLOCK_D)
+    row_ok = rows < M
+    q = _load_rows(q_ptr, rows, M, dims, D, stride_qm, stride_qd)  # [BM, BD]
+    pos = tl.load(pos_ptr + rows, mask=row_ok, other=-1)
+    me = tl.load(self_ptr + rows, mask=row_ok, other=-1)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    pos_logit = tl.zeros([BLOCK_M], tl.float32)
+    for start in range(0, NK, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)  # [BN]
+        k = _load_rows(k_ptr, cols, NK, dims, D, stride_km, stride_kd)  # [BN, BD]
+        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale  # [BM, BN]
+        pos_logit += tl.sum(tl.where(cols[None, :] == pos[:, None], s, 0.0), axis=1)
+        s = tl.where((cols[None, :] < NK) & (cols[None, :] != me[:, None]), s, float("-inf"))
+        m_i, l_i = _lse_update(m_i, l_i, s)
+    for start in range(0, NNEG, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        k = _load_rows(neg_ptr, cols, NNEG, dims, D, stride_nm, stride_nd)  # [BN, BD]
+        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale  # [BM, BN]
+        s = tl.where(cols[None, :] < NNEG, s, float("-inf"))
+        m_i, l_i = _lse_update(m_i, l_i, s)
+
+    ln2 = 0.6931471805599453
+    tl.store(lse_ptr + rows, (m_i + tl.log2(l_i)) * ln2, mask=row_ok)
+    tl.store(posl_ptr + rows, pos_logit * ln2, mask=row_ok)
+
+
+@triton.jit
+def _bwd_rows_kernel(
+    q_ptr,  # [M, D]
+    k_ptr,  # [NK, D]; with SYMMETRIC it is q_ptr and NK == M
+    neg_ptr,  # [NNEG, D]
+    pos_ptr,  # [M] int32
+    self_ptr,  # [M] int32
+    lse_ptr,  # [M] fp32 from the forward
+    dout_ptr,  # [] upstream gradient of the mean loss
+    dq_ptr,  # [M, D] out; with SYMMETRIC the full gradient wrt q (q as queries and as keys)
+    M,
+    NK,
+    NNEG,
+    D,
+    stride_qm,
+    stride_qd,
+    stride_km,
+    stride_kd,
+    stride_nm,
+    stride_nd,
+    stride_gm,
+    stride_gd,
+    qk_scale,  # log2(e) / t
+    grad_scale,  # 1 / (M t): d(mean loss)/d(logit) folds 1/M, d(logit)/d(q) folds 1/t
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    SYMMETRIC: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BM]
+    dims = tl.arange(0, BLOCK_D)
+    row_ok = rows < M
+    q = _load_rows(q_ptr, rows, M, dims, D, stride_qm, stride_qd)  # [BM, BD]
+    pos = tl.load(pos_ptr + rows, mask=row_ok, other=-1)
+    me = tl.load(self_ptr + rows, mask=row_ok, other=-1)
+    lse2 = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * 1.4426950408889634  # [BM] log2 units
+
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for start in range(0, NK, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)  # [BN]
+        col_ok = cols < NK
+        k = _load_rows(k_ptr, cols, NK, dims, D, stride_km, stride_kd)  # [BN, BD]
+        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale  # [BM, BN]
+        valid = col_ok[None, :] & (cols[None, :] != me[:, None])
+        # dL_i/ds_ij = softmax_ij - [j is i's positive]
+        ds = tl.where(valid, tl.exp2(s - lse2[:, None]), 0.0)
+        ds -= tl.where(cols[None, :] == pos[:, None], 1.0, 0.0)
+        if SYMMETRIC:
+            # s_ij is also key-row j's logit against i, so the same tile gives dL_j/ds_ji, the
+            # part of q_i's gradient that flows through q_i's role as a key.
+            lse2_c = tl.load(lse_ptr + cols, mask=col_ok, other=0.0) * 1.4426950408889634
+            pos_c = tl.load(pos_ptr + cols, mask=col_ok, other=-1)
+            ds += tl.where(valid, tl.exp2(s - lse2_c[None, :]), 0.0)
+            ds -= tl.where(pos_c[None, :] == rows[:, None], 1.0, 0.0)
+        acc += _dot(ds.to(k.dtype), k, PRECISION, UPCAST)  # [BM, BD]
+    for start in range(0, NNEG, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        k = _load_rows(neg_ptr, cols, NNEG, dims, D, stride_nm, stride_nd)  # [BN, BD]
+        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale  # [BM, BN]
+        ds = tl.where(cols[None, :] < NNEG, tl.exp2(s - lse2[:, None]), 0.0)
+        acc += _dot(ds.to(k.dtype), k, PRECISION, UPCAST)
+
+    acc *= tl.load(dout_ptr).to(tl.float32) * grad_scale
+    offs = rows[:, None].to(tl.int64) * stride_gm + dims[None, :] * stride_gd
+    tl.store(dq_ptr + offs, acc.to(dq_ptr.dtype.element_ty), mask=row_ok[:, None] & (dims[None, :] < D))
+
+
+@triton.jit
+def _bwd_cols_kernel(
+    q_ptr,  # [M, D]
+    k_ptr,  # [NK, D]
+    pos_ptr,  # [M] int32
+    self_ptr,  # [M] int32
+    lse_ptr,  # [M] fp32
+    dout_ptr,  # []
+    dk_ptr,  # [NK, D] out: gradient wrt every key, including other ranks' gathered keys
+    M,
+    NK,
+    D,
+    stride_qm,
+    stride_qd,
+    stride_km,
+    stride_kd,
+    stride_gm,
+    stride_gd,
+    qk_scale,
+    grad_scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] key rows owned here
+    dims = tl.arange(0, BLOCK_D)
+    col_ok = cols < NK
+    k = _load_rows(k_ptr, cols, NK, dims, D, stride_km, stride_kd)  # [BN, BD]
+
+    acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    for start in range(0, M, BLOCK_M):
+        rows = start + tl.arange(0, BLOCK_M)  # [BM]
+        row_ok = rows < M
+        q = _load_rows(q_ptr, rows, M, dims, D, stride_qm, stride_qd)  # [BM, BD]
+        pos = tl.load(pos_ptr + rows, mask=row_ok, other=-1)
+        me = tl.load(self_ptr + rows, mask=row_ok, other=-1)
+        lse2 = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+        s_t = _dot(k, tl.trans(q), PRECISION, UPCAST) * qk_scale  # [BN, BM]: s_t[j, i] = s_ij
+        valid = row_ok[None, :] & (cols[:, None] != me[None, :])
+        ds_t = tl.where(valid, tl.exp2(s_t - lse2[None, :]), 0.0)
+        ds_t -= tl.where(cols[:, None] == pos[None, :], 1.0, 0.0)
+        acc += _dot(ds_t.to(q.dtype), q, PRECISION, UPCAST)  # [BN, BD]
+
+    acc *= tl.load(dout_ptr).to(tl.float32) * grad_scale
+    offs = cols[:, None].to(tl.int64) * stride_gm + dims[None, :] * stride_gd
+    tl.store(dk_ptr + offs, acc.to(dk_ptr.dtype.element_ty), mask=col_ok[:, None] & (dims[None, :] < D))
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side: validation, launch configuration, forward and backward.
+# ----------------------------------------------------------------------------------------------
+
+
+def _block_d(d: int) -> int:
+    # tl.dot needs every block dim >= 16.
+    return max(16, triton.next_power_of_2(d))
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel and padded d, for sm_90. BLOCK_M tiles the
+# queries, BLOCK_N the keys. Picked from ahead-of-time sm_90 compiles to avoid register spills and
+# stay within shared memory; speed is unmeasured, so tune with benchmarks/bench_nt_xent.py.
+_TILES = {
+    # 2-byte inputs: bf16 / fp16 tensor cores.
+    2: {
+        "fwd": {64: (128, 128, 8, 3), 128: (128, 128, 8, 3), 256: (128, 64, 8, 3)},
+        "rows": {64: (128, 64, 8, 3), 128: (128, 32, 8, 3), 256: (64, 32, 8, 3)},
+        "cols": {64: (64, 128, 8, 3), 128: (32, 128, 8, 3), 256: (64, 64, 8, 3)},
+    },
+    # fp32 inputs use 3xTF32 dots: three tensor-core products per tile, hence smaller tiles.
+    # At d > 128 the backward still spills registers; prefer bf16 there.
+    4: {
+        "fwd": {64: (64, 64, 4, 3), 128: (64, 32, 4, 3), 256: (16, 32, 4, 2)},
+        "rows": {64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (16, 32, 4, 2)},
+        "cols": {64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (64, 32, 8, 2)},
+    },
+}
+
+
+def _config(kind: str, d: int, dtype: torch.dtype, block_m: int | None, block_n: int | None) -> dict:
+    """Launch options for kernel `kind` in ("fwd", "rows", "cols")."""
+    bd = _block_d(d)
+    if _INTERPRET:
+        # Each tile op is one numpy call: fewer, larger tiles run faster, but 32 keeps the
+        # small test shapes multi-tile.
+        bm, bn, warps, stages = 32, 32, 4, 1
+    else:
+        bm, bn, warps, stages = _TILES[dtype.itemsize][kind][max(bd, 64)]
+    for name, b in (("block_m", block_m), ("block_n", block_n)):
+        if b is not None and (b < 16 or b & (b - 1)):
+            raise FastSSLError(f"{name}={b} must be a power of two >= 16 (tl.dot's minimum tile)")
+    return {
+        "BLOCK_M": block_m or bm,
+        "BLOCK_N": block_n or bn,
+        "BLOCK_D": bd,
+        "num_warps": warps,
+        "num_stages": stages,
+        # fp32: 3xTF32 keeps ~fp32 accuracy on tensor cores, where IEEE fp32 dots spill registers.
+        # 2-byte inputs and the interpreter (numpy fp32) ignore it.
+        "PRECISION": "tf32x3" if dtype == torch.float32 else "tf32",
+        # The interpreter's tl.dot reads bf16 tiles as raw bits: upcast them (see _dot).
+        "UPCAST": _INTERPRET and dtype == torch.bfloat16,
+    }
+
+
+def _check_tensors(q: torch.Tensor, others: dict[str, torch.Tensor | None], temperature: float) -> None:
+    if not temperature > 0:
+        raise FastSSLError(f"temperature must be > 0, got {temperature}")
+    if q.dim() != 2 or q.shape[1] == 0 or q.shape[0] == 0:
+        raise FastSSLError(f"queries must be a non-empty [N, d] tensor with d > 0, got shape {tuple(q.shape)}")
+    if q.dtype not in DTYPES:
+        raise FastSSLError(
+            f"the triton loss takes float32, bfloat16 or float16 embeddings, got {q.dtype}; cast them first"
+        )
+    if q.shape[1] > MAX_D:
+        raise FastSSLError(
+            f"the triton loss supports d <= {MAX_D}, got d={q.shape[1]}; use impl='torch' or a smaller projector"
+        )
+    if not (q.is_cuda or _INTERPRET):
+        raise FastSSLError(
+            "the triton loss needs CUDA tensors (or TRITON_INTERPRET=1 set before import); use impl='torch' on CPU"
+        )
+    for name, t in others.items():
+        if t is None:
+            continue
+        if t.dim() != 2 or t.shape[1] != q.shape[1]:
+            raise FastSSLError(f"{name} must be [*, {q.shape[1]}] like the queries, got shape {tuple(t.shape)}")
+        if t.dtype != q.dtype:
+            raise FastSSLError(f"{name} is {t.dtype} but the queries are {q.dtype}; cast them to one dtype")
+        if t.device != q.device:
+            raise FastSSLError(f"{name} is on {t.device} but the queries are on {q.device}; move them to one device")
+
+
+def contrastive_forward(
+    q: torch.Tensor,
+    keys: torch.Tensor | None,
+    negs: torch.Tensor | None,
+    pos_idx: torch.Tensor,
+    self_idx: torch.Tensor,
+    temperature: float,
+    block_m: int | None = None,
+    block_n: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (LSE, positive logit), both fp32 [M]. keys=None means the keys are q itself."""
+    keys = q if keys is None else keys
+    negs = keys[:0] if negs is None else negs
+    m, d = q.shape
+    cfg = _config("fwd", d, q.dtype, block_m, block_n)
+    lse = torch.empty(m, device=q.device, dtype=torch.float32)
+    pos_logit = torch.empty_like(lse)
+    grid = (triton.cdiv(m, cfg["BLOCK_M"]),)
+    _fwd_kernel[grid](
+        q, keys, negs, pos_idx, self_idx, lse, pos_logit,
+        m, keys.shape[0], negs.shape[0], d,
+        q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), negs.stride(0), negs.stride(1),
+        _LOG2E / temperature,
+        **cfg,
+    )  # fmt: skip
+    return lse, pos_logit
+
+
+def contrastive_backward(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    keys: torch.Tensor | None,
+    negs: torch.Tensor | None,
+    pos_idx: torch.Tensor,
+    self_idx: torch.Tensor,
+    lse: torch.Tensor,
+    temperature: float,
+    need_dk: bool = True,
+    block_m: int | None = None,
+    block_n: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dq [M, d], dk [NK, d] or None) for the mean loss. keys=None: dq is q's whole gradient."""
+    symmetric = keys is None
+    keys = q if keys is None else keys
+    negs = keys[:0] if negs is None else negs
+    m, d = q.shape
+    nk = keys.shape[0]
+    rows_cfg = _config("rows", d, q.dtype, block_m, block_n)
+    grad_out = grad_out.reshape(()).to(torch.float32).contiguous()
+    qk_scale, grad_scale = _LOG2E / temperature, 1.0 / (m * temperature)
+
+    dq = torch.empty_like(q)
+    _bwd_rows_kernel[(triton.cdiv(m, rows_cfg["BLOCK_M"]),)](
+        q, keys, negs, pos_idx, self_idx, lse, grad_out, dq,
+        m, nk, negs.shape[0], d,
+        q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), negs.stride(0), negs.stride(1),
+        dq.stride(0), dq.stride(1),
+        qk_scale, grad_scale,
+        SYMMETRIC=symmetric, **rows_cfg,
+    )  # fmt: skip
+    if symmetric or not need_dk:
+        return dq, None
+    dk = torch.empty_like(keys)
+    cols_cfg = _config("cols", d, q.dtype, block_m, block_n)
+    _bwd_cols_kernel[(triton.cdiv(nk, cols_cfg["BLOCK_N"]),)](
+        q, keys, pos_idx, self_idx, lse, grad_out, dk,
+        m, nk, d,
+        q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), dk.stride(0), dk.stride(1),
+        qk_scale, grad_scale,
+        **cols_cfg,
+    )  # fmt: skip
+    return dq, dk
+
+
+# ----------------------------------------------------------------------------------------------
+# Autograd.
+# ----------------------------------------------------------------------------------------------
+
+
+class ContrastiveCrossEntropy(torch.autograd.Function):
+    """mean_i [ LSE_j(q_i . k_j / t, j != self_i, plus queue) - q_i . k_pos_i / t ].
+
+    Saves q, keys, the queue and three [M] vectors; nothing of size M x NK.
+    """
+
+    @staticmethod
+    def forward(ctx, q, keys, negs, pos_idx, self_idx, temperature, block_m=None, block_n=None):
+        lse, pos_logit = contrastive_forward(q, keys, negs, pos_idx, self_idx, temperature, block_m, block_n)
+        ctx.save_for_backward(q, keys, negs, pos_idx, self_idx, lse)
+        ctx.temperature, ctx.blocks = temperature, (block_m, block_n)
+        return (lse - pos_logit).mean()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        q, keys, negs, pos_idx, self_idx, lse = ctx.saved_tensors
+        need_dk = keys is not None and ctx.needs_input_grad[1]
+        if not (ctx.needs_input_grad[0] or need_dk):
+            return (None,) * 8
+        dq, dk = contrastive_backward(
+            grad_out, q, keys, negs, pos_idx, self_idx, lse, ctx.temperature, need_dk, *ctx.blocks
+        )
+        return dq, dk, None, None, None, None, None, None
+
+
+def nt_xent_triton(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.2,
+    k1: torch.Tensor | None = None,
+    k2: torch.Tensor | None = None,
+    offset: int = 0,
+    block_m: int | None = None,
+    block_n: int | None = None,
+) -> torch.Tensor:
+    """Fused `nt_xent_reference`: same arguments, same value, O(N d) memory.
+
+    Without k1/k2 the keys are (z1, z2) themselves and backward takes the symmetric single pass.
+    With them (gathered across ranks), the gradient reaches k1 and k2 for every rank's rows.
+    """
+    _check_tensors(z1, {"z2": z2, "k1": k1, "k2": k2}, temperature)
+    if z1.shape != z2.shape:
+        raise FastSSLError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if (k1 is None) != (k2 is None):
+        raise FastSSLError("pass both k1 and k2 (the gathered views) or neither")
+    n = z1.shape[0]
+    dev = z1.device
+    q = torch.cat([z1, z2])  # [2n, d]
+    local = torch.arange(n, device=dev, dtype=torch.int32)
+    if k1 is None:
+        if offset != 0:
+            raise FastSSLError(f"offset={offset} needs gathered keys k1, k2; pass them or use offset=0")
+        self_idx = torch.arange(2 * n, device=dev, dtype=torch.int32)
+        pos_idx = torch.cat([local + n, local])
+        return ContrastiveCrossEntropy.apply(q, None, None, pos_idx, self_idx, temperature, block_m, block_n)
+    if k1.shape != k2.shape:
+        raise FastSSLError(f"k1 and k2 must have the same shape, got {tuple(k1.shape)} and {tuple(k2.shape)}")
+    n_all = k1.shape[0]
+    if not 0 <= offset <= n_all - n:
+        raise FastSSLError(
+            f"offset={offset} puts this rank's {n} rows outside the {n_all} gathered keys; use rank * n_local"
+        )
+    keys = torch.cat([k1, k2])  # [2N, d]
+    self_idx = torch.cat([local + offset, local + offset + n_all])
+    pos_idx = torch.cat([local + offset + n_all, local + offset])
+    return ContrastiveCrossEntropy.apply(q, keys, None, pos_idx, self_idx, temperature, block_m, block_n)
+
+
+def info_nce_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    temperature: float = 0.2,
+    queue: torch.Tensor | None = None,
+    offset: int = 0,
+    block_m: int | None = None,
+    block_n: int | None = None,
+) -> torch.Tensor:
+    """Fused `info_nce_reference`. The queue may be any float dtype; it is cast to q's dtype."""
+    if queue is not None and queue.is_floating_point():
+        queue = queue.detach().to(q.dtype)
+    _check_tensors(q, {"k": k, "queue": queue}, temperature)
+    n, n_all = q.shape[0], k.shape[0]
+    if not 0 <= offset <= n_all - n:
+        raise FastSSLError(f"offset={offset} puts this rank's {n} queries outside the {n_all} keys; use rank * n_local")
+    dev = q.device
+    pos_idx = torch.arange(n, device=dev, dtype=torch.int32) + offset
+    self_idx = torch.full((n,), -1, device=dev, dtype=torch.int32)
+    if queue is not None and queue.shape[0] == 0:
+        queue = None
+    return ContrastiveCrossEntropy.apply(q, k, queue, pos_idx, self_idx, temperature, block_m, block_n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Modules.
+# ----------------------------------------------------------------------------------------------
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    # Normalise in fp32, then keep the caller's dtype so bf16 inputs get bf16 tensor-core tiles.
+    return F.normalize(x.to(torch.promote_types(x.dtype, torch.float32)), dim=1).to(x.dtype)
+
+
+class NTXentLoss(nn.Module):
+    """SimCLR loss on raw projections z1, z2 [N, d] (normalised here), single process.
+
+    For gathering keys across ranks use `fastssl.losses.nt_xent(..., gather_distributed=True)`.
+    """
+
+    def __init__(self, temperature: float = 0.2):
+        super().__init__()
+        if not temperature > 0:
+            raise FastSSLError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return nt_xent_triton(_normalize(z1), _normalize(z2), self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class InfoNCELoss(nn.Module):
+    """MoCo loss on raw q, k [N, d] and an optional queue [K, d] (all normalised here)."""
+
+    def __init__(self, temperature: float = 0.2):
+        super().__init__()
+        if not temperature > 0:
+            raise FastSSLError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None = None) -> torch.Tensor:
+        queue = None if queue is None else _normalize(queue.detach())
+        return info_nce_triton(_normalize(q), _normalize(k), self.temperature, queue)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+__all__ = [
+    "ContrastiveCrossEntropy",
+    "InfoNCELoss",
+    "NTXentLoss",
+    "contrastive_backward",
+    "contrastive_forward",
+    "info_nce_reference",
+    "info_nce_triton",
+    "nt_xent_reference",
+    "nt_xent_triton",
+]
