@@ -16,7 +16,6 @@ import argparse
 import csv
 import datetime
 import os
-import subprocess
 import sys
 import time
 
@@ -36,17 +35,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed repetitions (default 10 GPU, 2 CPU)")
     p.add_argument("--csv", default=None, help="also write the rows to this CSV path")
     return p.parse_args(argv)
-
-
-def git_commit() -> str:
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], check=False, cwd=root, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def main(argv=None) -> int:
@@ -141,6 +129,8 @@ def main(argv=None) -> int:
 
     name = torch.cuda.get_device_name(device) if cuda else "CPU (Triton interpreter; timings are not kernel speed)"
     print(f"device: {name}")
+    from fastssl.provenance import git_commit
+
     print(f"torch {torch.__version__}, triton {triton.__version__}, commit {git_commit()}, "
           f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}")  # fmt: skip
     print(f"{args.dtype} matmul ceiling: {ceiling:.4g} TFLOP/s; d={d}, t={args.temperature}, median of {repeats}")

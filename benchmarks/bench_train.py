@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,20 +22,8 @@ import torch
 
 from fastssl.config import Config
 from fastssl.methods import build_method
+from fastssl.provenance import device_name, git_commit
 from fastssl.train.optim import build_optimizer
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} x{os.cpu_count()} (CPU)"
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, iters: int = 10) -> float:

@@ -44,7 +44,7 @@ from fastssl.data.dali_pipeline import (
     steps_per_epoch,
     view_specs,
 )
-from fastssl.data.loader import per_rank_batch_size
+from fastssl.data.loader import check_start_step, per_rank_batch_size
 from fastssl.distributed import World
 from fastssl.errors import FastSSLError
 
@@ -308,11 +308,7 @@ class GpuTensorLoader:
         return steps_per_epoch(self.num_images, self.world.world_size, self.batch_size)
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        if not 0 <= start_step <= len(self):
-            raise FastSSLError(
-                f"cannot resume at step {start_step} of an epoch with {len(self)} steps; the checkpoint "
-                "was written with a different dataset or --train.batch_size"
-            )
+        check_start_step(start_step, len(self))
         self._epoch, self._start = epoch, start_step
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:

@@ -115,6 +115,15 @@ def _reads_without_source(cfg: Config) -> bool:
     return d.dataset == "auto" and bool(d.path) and (d.path.endswith(".txt") or bool(list_wds_tars(d.path)))
 
 
+def check_start_step(start_step: int, steps: int) -> None:
+    """A resumed position must fall inside the epoch; otherwise the data changed under the run."""
+    if not 0 <= start_step <= steps:
+        raise FastSSLError(
+            f"cannot resume at step {start_step} of an epoch with {steps} steps; "
+            "the checkpoint was written with a different dataset or --train.batch_size"
+        )
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A well-mixed 64-bit RNG seed for one image's augmentation in one epoch."""
     return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(1, np.uint64)[0])
@@ -144,11 +153,7 @@ class ShardedBatchSampler:
         self.start_step = 0
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        if not 0 <= start_step <= self.steps:
-            raise FastSSLError(
-                f"cannot resume at step {start_step} of an epoch with {self.steps} steps; "
-                "the checkpoint was written with a different dataset or --train.batch_size"
-            )
+        check_start_step(start_step, self.steps)
         self.epoch = epoch
         self.start_step = start_step
 

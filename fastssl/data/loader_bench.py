@@ -19,7 +19,6 @@ import csv
 import datetime
 import json
 import os
-import subprocess
 import time
 from typing import Any
 
@@ -28,29 +27,13 @@ import torch
 from fastssl.config import Config
 from fastssl.distributed import World
 from fastssl.errors import FastSSLError
+from fastssl.provenance import device_name, git_commit
 
 CSV_FIELDS = (
     "device", "backend", "image_size", "views", "batch", "images_per_s", "views_per_s",
     "commit", "date", "data", "steps", "setup_s",
 )
 DEFAULT_CSV = os.path.join("benchmarks", "results", "loader.csv")
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({os.cpu_count()} cores)"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=os.path.dirname(os.path.abspath(__file__)),
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def bench_config(

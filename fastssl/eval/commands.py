@@ -38,6 +38,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     model.add_argument("--ckpt", metavar="PATH", help="checkpoint .pt file or run folder (its newest checkpoint)")
     model.add_argument("--random-init", action="store_true", help="evaluate a seeded random init of --recipe")
     common.add_argument("--recipe", default=None, help="recipe for --random-init (default: default)")
+    common.add_argument("--like", default=None, metavar="RUN",
+                        help="with --random-init: use the config (model, image size, data) of this run or checkpoint")
     common.add_argument("--data.train", dest="data_train", metavar="PATH",
                         help="labelled training data (default: the checkpoint's data.path)")
     common.add_argument("--data.test", dest="data_test", metavar="PATH",
@@ -187,7 +189,17 @@ def run_eval(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.ckpt is not None and args.recipe is not None:
         raise FastSSLError("--recipe only applies with --random-init; a checkpoint carries its own config")
-    method, cfg, ckpt_path = load_eval_model(args.ckpt, args.recipe)
+    if args.like is not None:
+        if args.ckpt is not None or args.recipe is not None:
+            raise FastSSLError("--like replaces --recipe and only applies with --random-init")
+        from fastssl.config import Config
+        from fastssl.eval.features import build_random_method
+        from fastssl.train.checkpoint import load_checkpoint
+
+        cfg = Config.from_dict(load_checkpoint(args.like)["config"])
+        method, ckpt_path = build_random_method(cfg), None
+    else:
+        method, cfg, ckpt_path = load_eval_model(args.ckpt, args.recipe)
     device = resolve_device(args.device)
     workers = cfg.data.num_workers if args.num_workers is None else args.num_workers
     train_src, test_src = open_eval_data(cfg, args.data_train, args.data_test, args.data_dataset, args.limit_train)

@@ -77,6 +77,13 @@ def test_random_init_uses_the_recipe(capsys):
     assert 0.0 <= r["top1"] <= 100.0 and r["n_train"] == 100
 
 
+def test_random_init_like_a_run_uses_its_model(run, capsys):
+    r = run_json(capsys, ["knn", "--random-init", "--like", run, "--limit-train", "100"])
+    ckpt = run_json(capsys, ["knn", "--ckpt", run, "--limit-train", "100"])
+    assert r["ckpt"] is None and (r["model"], r["image_size"]) == (ckpt["model"], ckpt["image_size"])
+    assert r["top1"] != ckpt["top1"] or r["top5"] != ckpt["top5"]
+
+
 def test_linear_reports_backbone_and_projector(run, capsys):
     r = run_json(capsys, ["linear", "--ckpt", run, "--limit-train", "200", "--epochs", "3"])
     assert 0.0 <= r["top1"] <= 100.0
