@@ -174,3 +174,11 @@ def test_simclr_trains_with_the_triton_loss(tiny_cfg, monkeypatch):
     monkeypatch.setattr(kernel, "nt_xent_triton", lambda *a, **k: calls.append(1) or real(*a, **k))
     summary = train(tiny_cfg("--train.epochs=1", "--method.loss_impl=triton"))
     assert summary["step"] == 3 and len(calls) == 3
+
+
+@pytest.mark.parametrize("backend", ["torch", "dali-cpu", "gpu-tensor"])
+def test_train_accepts_every_cpu_backend(tiny_cfg, backend):
+    if backend == "dali-cpu":
+        pytest.importorskip("nvidia.dali")
+    summary = train(tiny_cfg("--train.epochs=1", f"--data.backend={backend}"))
+    assert summary["step"] == 3
