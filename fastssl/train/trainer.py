@@ -180,6 +180,26 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
         if is_dist():
             dist.barrier()
 
+    # A skipped step must leave no trace: its forward already moved the BatchNorm running
+    # statistics (possibly to NaN), so each step snapshots them into storage allocated once.
+    buffers = list(method.buffers())
+    saved_buffers = [b.detach().clone() for b in buffers]
+    max_norm = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else math.inf
+
+    def skip_step(what: str) -> None:
+        nonlocal bad_steps
+        torch._foreach_copy_(buffers, saved_buffers)
+        optimizer.zero_grad(set_to_none=True)
+        bad_steps += 1
+        log.write(f"fastssl: non-finite {what} at step {step}; skipped ({bad_steps} in a row)")
+        if bad_steps >= cfg.train.max_bad_steps:
+            kept = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+            log.close()
+            raise FastSSLError(
+                f"loss was not finite for {bad_steps} steps in a row (step {step}); {kept}; "
+                f"lower --optim.base_lr, set --optim.clip_grad, or use --train.precision=fp32"
+            )
+
     stopped_by: int | None = None
     with _StopFlag() as stop:
         while step < total_steps:
@@ -199,13 +219,8 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                 lr = lr_at(step, total_steps, warmup_steps, peak_lr, cfg.optim.min_lr_ratio)
                 for g in optimizer.param_groups:
                     g["lr"] = lr
-                autocast = (torch.autocast(world.device.type, dtype=amp_dtype) if amp_dtype
-                            else contextlib.nullcontext())
-                # A skipped step must leave no trace: its forward already moved the BatchNorm
-                # running statistics (possibly to NaN), so keep a copy to restore. Buffers are tiny.
-                buffers = list(method.buffers())
-                saved_buffers = [b.detach().clone() for b in buffers]
-                with autocast:
+                torch._foreach_copy_(saved_buffers, buffers)
+                with (torch.autocast(world.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()):
                     outputs = model(views, step=step, max_steps=total_steps)
                 loss = outputs["loss"]
                 optimizer.zero_grad(set_to_none=True)
@@ -216,26 +231,13 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                     stopped_by = stop.signum or signal.SIGTERM
                     break
                 if bad_loss:
-                    torch._foreach_copy_(buffers, saved_buffers)
-                    bad_steps += 1
-                    log.write(f"fastssl: non-finite loss at step {step}; skipped ({bad_steps} in a row)")
-                    if bad_steps >= cfg.train.max_bad_steps:
-                        kept = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-                        log.close()
-                        raise FastSSLError(
-                            f"loss was not finite for {bad_steps} steps in a row (step {step}); {kept}; "
-                            f"lower --optim.base_lr, set --optim.clip_grad, or use --train.precision=fp32"
-                        )
+                    skip_step("loss")
                     step += 1  # the schedule moves on, as a skipped batch is consumed data
                     continue
                 loss.backward()
-                max_norm = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else math.inf
                 grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), max_norm)
                 if not torch.isfinite(grad_norm):
-                    torch._foreach_copy_(buffers, saved_buffers)
-                    bad_steps += 1
-                    optimizer.zero_grad(set_to_none=True)
-                    log.write(f"fastssl: non-finite gradient at step {step}; skipped ({bad_steps} in a row)")
+                    skip_step("gradient")
                     step += 1
                     continue
                 optimizer.step()
