@@ -11,3 +11,14 @@ class FastSSLError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def did_you_mean(name: str, choices, cutoff: float = 0.5) -> str:
+    """' Did you mean 'x'?' for the closest choice, or '' when nothing is close.
+
+    The one home of the suggestion every "unknown X" error carries (keys, recipes, methods, models).
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=cutoff)
+    return f" Did you mean '{close[0]}'?" if close else ""

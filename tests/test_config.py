@@ -68,3 +68,37 @@ def test_from_dict_rejects_unknown_keys():
 def test_set_value_rejects_malformed_key():
     with pytest.raises(FastSSLError):
         set_value(Config(), "train", 1)
+
+
+def test_method_name_switches_the_section_class_and_rejects_foreign_keys():
+    from fastssl.config import BYOLConfig, MoCoV2Config
+
+    cfg = apply_overrides(Config(), ["--method.proj_dim=8", "--method.name=byol", "--method.pred_hidden_dim=16"])
+    assert isinstance(cfg.method, BYOLConfig)
+    assert cfg.method.proj_dim == 8  # set before the switch, kept: byol has the key too
+    assert cfg.method.pred_hidden_dim == 16
+    with pytest.raises(FastSSLError, match=r"--method.queue_size is not a key of method 'byol'.*mocov2"):
+        apply_overrides(cfg, ["--method.queue_size=16"])
+    # method.name is applied first whatever the order on the command line
+    cfg = apply_overrides(Config(), ["--method.queue_size=16", "--method.name=mocov2"])
+    assert isinstance(cfg.method, MoCoV2Config) and cfg.method.queue_size == 16
+    assert Config.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_unknown_method_suggests_the_closest():
+    with pytest.raises(FastSSLError, match="Did you mean 'byol'"):
+        apply_overrides(Config(), ["--method.name=byl"])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("--method.temperature=-1", "--method.temperature"),
+    ("--train.batch_size=0", "--train.batch_size"),
+    ("--dist.zero_stage=4", "--dist.zero_stage"),
+    ("--optim.base_lr=0", "--optim.base_lr"),
+])
+def test_validate_names_the_key_to_change(override, key):
+    from fastssl.config import validate
+
+    with pytest.raises(FastSSLError) as e:
+        validate(apply_overrides(Config(), [override]))
+    assert key in str(e.value) and "\n" not in str(e.value)

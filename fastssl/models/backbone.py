@@ -5,7 +5,13 @@ Every method and evaluator uses only this contract:
 - `backbone(x)`: images `[N, 3, H, W]` -> pooled features `[N, num_features]`;
 - `backbone.num_features`: the feature width D;
 - `backbone.head`: a classifier on those features (Identity until `reset_head(num_classes)`),
-  and `backbone.classify(x)` = `head(backbone(x))` for probing and fine-tuning.
+  and `backbone.classify(x)` = `head(backbone(x))` for probing and fine-tuning;
+- `backbone.blocks()`: the units that sharding and activation checkpointing wrap one by one
+  (ResNet stages, ViT blocks), in forward order;
+- ViTs only (`backbone.is_vit`), for token methods (MAE): `embed_patches(x)` -> patch tokens with
+  their position embedding `[N, L, D]`; `forward_tokens(tokens)` prepends the class token and runs
+  the blocks and final norm -> `[N, 1 + L', D]`; `patch_size`, `num_patches`, `embed_dim`;
+  `freeze_patch_embed()` (MoCo v3's frozen random patch projection).
 
 Model code is single-device: no DDP, FSDP, compile or checkpointing here; `fastssl.parallel`
 applies those from outside.
@@ -16,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastssl.errors import FastSSLError
+from fastssl.errors import FastSSLError, did_you_mean
 
 # name -> (timm model or builder, cifar stem)
 _RESNETS = {
@@ -28,6 +34,8 @@ _RESNETS = {
     "resnet-tiny": ("tiny", True),
 }
 _VITS = {
+    # For 2-core CPUs: 4 blocks, 96 wide, 3 heads (~0.5 M parameters); use with small patches.
+    "vit_nano": dict(embed_dim=96, depth=4, num_heads=3),
     "vit_tiny": "vit_tiny_patch16_224",
     "vit_small": "vit_small_patch16_224",
     "vit_base": "vit_base_patch16_224",
@@ -56,6 +64,49 @@ class Backbone(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes).to(device) if num_classes > 0 else nn.Identity()
         return self.head
 
+    @property
+    def is_vit(self) -> bool:
+        return hasattr(self.trunk, "blocks") and hasattr(self.trunk, "patch_embed")
+
+    def blocks(self) -> list[nn.Module]:
+        if self.is_vit:
+            return list(self.trunk.blocks)
+        return [getattr(self.trunk, f"layer{i}") for i in range(1, 5) if hasattr(self.trunk, f"layer{i}")]
+
+    # --- ViT token interface -------------------------------------------------------------------
+    def _vit(self) -> nn.Module:
+        if not self.is_vit:
+            raise FastSSLError(f"model.name={self.name} has no patch tokens; this method needs a ViT (e.g. --model.name=vit_tiny)")
+        return self.trunk
+
+    @property
+    def patch_size(self) -> int:
+        return int(self._vit().patch_embed.patch_size[0])
+
+    @property
+    def num_patches(self) -> int:
+        return int(self._vit().patch_embed.num_patches)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self._vit().embed_dim)
+
+    def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
+        vit = self._vit()
+        tokens = vit.patch_embed(x)  # [N, L, D]
+        return tokens + vit.pos_embed[:, vit.num_prefix_tokens :]  # position of each patch; the class token's comes later
+
+    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        vit = self._vit()
+        cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)  # [N, 1, D]
+        x = vit.norm_pre(torch.cat([cls, tokens], dim=1))  # [N, 1 + L', D]
+        x = vit.blocks(x)
+        return vit.norm(x)
+
+    def freeze_patch_embed(self) -> None:
+        for p in self._vit().patch_embed.parameters():
+            p.requires_grad_(False)
+
 
 def _cifar_stem(model: nn.Module) -> None:
     """3x3 stride-1 stem with no max-pool, as in SimCLR's CIFAR experiments."""
@@ -83,13 +134,14 @@ def build_backbone(name: str, image_size: int = 224, patch_size: int = 16, drop_
                 f"data.image_size={image_size} is not a multiple of model.patch_size={patch_size}; "
                 f"pick sizes so that image_size % patch_size == 0"
             )
-        trunk = timm.create_model(
-            _VITS[name], pretrained=False, num_classes=0, img_size=image_size,
-            patch_size=patch_size, drop_path_rate=drop_path,
-        )
-        return Backbone(trunk, trunk.num_features, name)
-    import difflib
+        spec = _VITS[name]
+        if isinstance(spec, dict):
+            from timm.models.vision_transformer import VisionTransformer
 
-    close = difflib.get_close_matches(name, BACKBONES, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise FastSSLError(f"unknown model.name '{name}'.{hint} Choose one of: {', '.join(BACKBONES)}")
+            trunk = VisionTransformer(img_size=image_size, patch_size=patch_size, num_classes=0,
+                                      drop_path_rate=drop_path, **spec)
+        else:
+            trunk = timm.create_model(spec, pretrained=False, num_classes=0, img_size=image_size,
+                                      patch_size=patch_size, drop_path_rate=drop_path)
+        return Backbone(trunk, trunk.num_features, name)
+    raise FastSSLError(f"unknown model.name '{name}'.{did_you_mean(name, BACKBONES)} Choose one of: {', '.join(BACKBONES)}")

@@ -16,11 +16,16 @@ from fastssl.errors import FastSSLError
 class LARS(torch.optim.Optimizer):
     """SGD with momentum where each layer's step is scaled by eta * ||w|| / ||g + wd * w||.
 
+    With eta = 0.001 (SimCLR, BYOL) a first step moves a layer by lr * 0.001 of its norm.
+    `clip_lr` caps the trust ratio at 1 / lr, so the adaptive step never exceeds the plain
+    SGD step (NVIDIA Apex LARC clip mode, used by solo-learn with eta = 0.02).
     Parameter groups with `lars_exclude=True` take a plain SGD-momentum step with no decay.
     """
 
-    def __init__(self, params, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.02):
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars_exclude=False)
+    def __init__(self, params, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9,
+                 eta: float = 0.001, clip_lr: bool = False):
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, clip_lr=clip_lr,
+                        lars_exclude=False)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -37,6 +42,8 @@ class LARS(torch.optim.Optimizer):
                     trust = torch.where(
                         (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm)
                     )
+                    if group["clip_lr"] and group["lr"] > 0:
+                        trust = trust.clamp(max=1.0 / group["lr"])
                     g = g.mul(trust)
                 state = self.state[p]
                 if "mu" not in state:
@@ -66,11 +73,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
     if cfg.name == "lars":
-        return LARS(groups, lr=lr, momentum=cfg.momentum, eta=cfg.lars_eta)
+        return LARS(groups, lr=lr, momentum=cfg.momentum, eta=cfg.lars_eta, clip_lr=cfg.lars_clip_lr)
     for g in groups:
         g.pop("lars_exclude")
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
-    raise FastSSLError(f"unknown optim.name '{cfg.name}'; use lars, adamw or sgd")
+    raise FastSSLError(f"unknown --optim.name={cfg.name!r}; use lars, adamw or sgd")

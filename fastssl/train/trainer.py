@@ -20,10 +20,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from fastssl.config import Config, format_config
+from fastssl.config import Config, format_config, validate
 from fastssl.distributed import World, all_reduce_mean, destroy_distributed, init_distributed, is_dist
 from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
+from fastssl.methods.momentum import ema_update_
 from fastssl.parallel.parallelize import parallelize, unwrap
 from fastssl.train.checkpoint import (
     atomic_write_text,
@@ -102,6 +103,7 @@ def check_replicas(method: torch.nn.Module, device: torch.device) -> None:
 
 
 def _validate(cfg: Config, world: World) -> None:
+    validate(cfg)
     if cfg.train.batch_size % world.world_size:
         raise FastSSLError(
             f"train.batch_size={cfg.train.batch_size} is not divisible by world size {world.world_size}; "
@@ -146,6 +148,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
     total_steps = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps) if cfg.train.epochs else cfg.train.max_steps
+    method.configure_schedule(steps_per_epoch, total_steps)
     peak_lr = scaled_lr(cfg.optim, cfg.train.batch_size)
     warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
     optimizer = build_optimizer(method, cfg.optim, peak_lr)
@@ -235,6 +238,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                     step += 1  # the schedule moves on, as a skipped batch is consumed data
                     continue
                 loss.backward()
+                method.after_backward(step, epoch)
                 grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), max_norm)
                 if not torch.isfinite(grad_norm):
                     skip_step("gradient")
@@ -242,8 +246,10 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                     continue
                 optimizer.step()
                 bad_steps = 0
-                if hasattr(method, "on_after_step"):
-                    method.on_after_step(step, total_steps)
+                m = method.momentum_at(step, total_steps) if method.momentum_pairs() else 0.0
+                for online, target in method.momentum_pairs():
+                    ema_update_(target, online, m)
+                method.commit_step(step, total_steps)
                 step += 1
                 n_img = views[0].shape[0] * world.world_size
                 images_seen += n_img

@@ -6,12 +6,12 @@ from torch import nn
 
 from fastssl.config import Config
 from fastssl.methods import build_method
-from fastssl.methods.byol import cosine_momentum, ema_update
+from fastssl.methods.momentum import cosine_momentum, ema_update_
 
 
 def _cfg():
     c = Config()
-    c.method.name = "byol"
+    c.set_method("byol")
     c.model.name, c.data.image_size = "resnet-tiny", 8
     c.method.proj_hidden_dim, c.method.proj_dim, c.method.pred_hidden_dim = 16, 8, 16
     c.method.momentum_base = 0.9
@@ -31,12 +31,12 @@ def test_ema_arithmetic():
     target, online = nn.Linear(3, 2), nn.Linear(3, 2)
     t0 = [p.detach().clone() for p in target.parameters()]
     o0 = [p.detach().clone() for p in online.parameters()]
-    ema_update(target, online, 0.75)
+    ema_update_(target, online, 0.75)
     for t, a, b in zip(target.parameters(), t0, o0):
         torch.testing.assert_close(t.detach(), 0.75 * a + 0.25 * b)
     bn_t, bn_o = nn.BatchNorm1d(2), nn.BatchNorm1d(2)
     bn_o.running_mean.fill_(3.0)
-    ema_update(bn_t, bn_o, 0.5)
+    ema_update_(bn_t, bn_o, 0.5)
     torch.testing.assert_close(bn_t.running_mean, torch.full((2,), 3.0))  # buffers are copied
 
 
@@ -52,8 +52,10 @@ def test_no_gradient_reaches_target_and_update_moves_it():
     with torch.no_grad():
         for p in m.backbone.parameters():
             p.add_(1.0)
-    m.on_after_step(0, 10)
-    tau = cosine_momentum(0, 10, 0.9)
+    tau = m.momentum_at(0, 10)
+    assert tau == pytest.approx(cosine_momentum(0, 10, 0.9))
+    for online, target in m.momentum_pairs():
+        ema_update_(target, online, tau)
     for t, before, o in zip(m.target_backbone.parameters(), target_before, m.backbone.parameters()):
         torch.testing.assert_close(t, tau * before + (1 - tau) * o.detach())
 
@@ -64,3 +66,26 @@ def test_loss_is_symmetric_and_bounded():
     a, b = m([x1, x2])["loss"], m([x2, x1])["loss"]
     torch.testing.assert_close(a, b)
     assert 0 <= a.item() <= 8
+
+
+def test_views_are_forwarded_separately_so_bn_sees_each_view_alone():
+    """BYOL's reference applies the network to each view on its own: the online BN statistics of
+    view 1 must not depend on view 2 (a concatenated batch would mix them)."""
+    torch.manual_seed(0)
+    m = build_method(_cfg()).train()
+    x1 = torch.randn(4, 3, 8, 8)
+    seen = []
+    bn = m.backbone.trunk.bn1
+    hook = bn.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    m([x1, torch.randn(4, 3, 8, 8)])
+    hook.remove()
+    assert seen == [4, 4]  # two passes of N, never one of 2N
+
+
+def test_momentum_pairs_cover_the_target_and_shard_units_include_it():
+    m = build_method(_cfg())
+    pairs = m.momentum_pairs()
+    assert [t for _, t in pairs] == [m.target_backbone, m.target_projector]
+    units = m.shard_units()
+    assert all(any(u is b for u in units) for b in m.target_backbone.blocks())
+    assert all(any(u is b for u in units) for b in m.backbone.blocks())

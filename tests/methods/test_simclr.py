@@ -33,3 +33,14 @@ def test_identical_views_give_lower_loss_than_random():
     m = build_method(_cfg()).eval()
     x = torch.randn(6, 3, 8, 8)
     assert m([x, x])["loss"] < m([x, torch.randn(6, 3, 8, 8)])["loss"]
+
+
+def test_projection_head_ends_with_scale_only_batchnorm_as_in_simclr_code():
+    from fastssl.models.heads import ScaleOnlyBatchNorm1d
+
+    m = build_method(_cfg())
+    last = m.projector[-1]
+    assert isinstance(last, ScaleOnlyBatchNorm1d) and last.weight is not None and last.bias is None
+    c = _cfg()
+    c.method.proj_last_bn = False
+    assert isinstance(build_method(c).projector[-1], torch.nn.Linear)

@@ -1,0 +1,91 @@
+"""The method protocol: what the trainer and the parallel engines may rely on, and nothing else.
+
+A method is a single-device `nn.Module` (no DDP/FSDP/DeepSpeed inside) with:
+
+- `backbone`: a `fastssl.models.backbone.Backbone`, the part kept for downstream use;
+- `forward(views, step, max_steps) -> dict`: "loss" plus detached scalars to log;
+- `view_spec(cfg)` (classmethod): the views the data backends make for it (two views, multi-crop,
+  one view), as a `fastssl.data.views.ViewSpec`;
+- `momentum_pairs()`: `(online, target)` module pairs whose target is an EMA of the online
+  module. The engine shards each target exactly like its online module and runs the one shared
+  EMA update (`fastssl.methods.momentum.ema_update_`) shard by shard after each optimizer step,
+  with the momentum `momentum_at(step, max_steps)`;
+- `shard_units()`: modules the engines wrap one by one (FSDP2 `fully_shard`, activation
+  checkpointing): the backbone's blocks, and those of every target backbone; the root is
+  wrapped last by the engine;
+- `after_backward(step, epoch)`: gradient surgery before clipping and the optimizer step (DINO
+  cancels its last layer's gradients in the first epoch); runs on local gradient shards;
+- `commit_step(step, max_steps)`: state that only a *successful* step may change (MoCo's queue,
+  DINO's centre), computed in forward and applied here, so a skipped non-finite step leaves it
+  untouched and the guard never copies it;
+- `configure_schedule(steps_per_epoch, total_steps)`: called once before training, for methods
+  whose schedule is set in epochs (DINO's teacher temperature and frozen last layer).
+
+Class attributes: `needs_pairs` (contrastive losses need >= 2 samples per rank).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+from fastssl.methods.momentum import cosine_momentum
+
+if TYPE_CHECKING:
+    from fastssl.config import Config, MethodConfig
+    from fastssl.data.views import ViewSpec
+    from fastssl.models.backbone import Backbone
+
+
+class SSLMethod(nn.Module):
+    """Base class of every method; the defaults fit a method with no EMA target and two views."""
+
+    needs_pairs: ClassVar[bool] = False
+
+    def __init__(self, backbone: "Backbone", cfg: "MethodConfig"):
+        super().__init__()
+        self.backbone = backbone
+        self.cfg = cfg
+        self.steps_per_epoch = 1
+        self.total_steps = 1
+
+    @classmethod
+    def view_spec(cls, cfg: "Config") -> "ViewSpec":
+        from fastssl.data.views import views_from_aug
+
+        return views_from_aug(cfg.aug, cfg.data.image_size)
+
+    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # --- EMA targets ---------------------------------------------------------------------------
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return []
+
+    def momentum_at(self, step: int, max_steps: int) -> float:
+        cfg = self.cfg
+        return cosine_momentum(step, max_steps, cfg.momentum_base, cfg.momentum_final)
+
+    # --- sharding ------------------------------------------------------------------------------
+    def shard_units(self) -> list[nn.Module]:
+        units = list(self.backbone.blocks())
+        for _, target in self.momentum_pairs():
+            if hasattr(target, "blocks") and callable(target.blocks):
+                units += list(target.blocks())
+        return units
+
+    # --- step hooks ----------------------------------------------------------------------------
+    def configure_schedule(self, steps_per_epoch: int, total_steps: int) -> None:
+        self.steps_per_epoch, self.total_steps = max(steps_per_epoch, 1), max(total_steps, 1)
+
+    def after_backward(self, step: int, epoch: int) -> None:
+        pass
+
+    @torch.no_grad()
+    def commit_step(self, step: int, max_steps: int) -> None:
+        pass
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch

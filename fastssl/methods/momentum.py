@@ -1,0 +1,54 @@
+"""One EMA update and one momentum schedule for every method with a target network.
+
+BYOL, MoCo (v2, v3) and DINO keep a target (key encoder, teacher) that is an exponential moving
+average of the online network. The engines call `ema_update_` after each optimizer step on the
+tensors each rank holds: with DDP the whole module, with FSDP2 the local shards of DTensors, with
+ZeRO-3 DeepSpeed's partitions. Because a target is sharded exactly like its online module,
+shard i of the target is updated from shard i of the online module, and nothing is gathered.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def cosine_momentum(step: int, max_steps: int, base: float, final: float = 1.0) -> float:
+    """tau_k = final - (final - base) * (cos(pi k / K) + 1) / 2 (BYOL, Sec. 3.3; DINO; MoCo v3)."""
+    if max_steps <= 0:
+        return base
+    progress = min(max(step / max_steps, 0.0), 1.0)
+    return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The part of `t` this rank holds: a DTensor's local shard, DeepSpeed ZeRO-3's partition."""
+    if hasattr(t, "ds_tensor"):  # DeepSpeed ZeRO-3 partitioned parameter
+        return t.ds_tensor
+    if hasattr(t, "to_local"):  # DTensor (FSDP2)
+        return t.to_local()
+    return t
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target = m * target + (1 - m) * online for parameters, shard by shard; buffers are copied.
+
+    Buffers (BatchNorm running statistics) are copied rather than averaged, as BYOL and MoCo's
+    reference implementations do (the target's BN runs in train mode on its own batch anyway).
+    """
+    t_params = [local_tensor(p) for p in target.parameters()]
+    o_params = [local_tensor(p).detach() for p in online.parameters()]
+    if len(t_params) != len(o_params):
+        raise RuntimeError(f"EMA target has {len(t_params)} parameters but its online module has {len(o_params)}")
+    for t, o in zip(t_params, o_params):
+        if t.shape != o.shape:
+            raise RuntimeError(f"EMA target shard {tuple(t.shape)} differs from online shard {tuple(o.shape)}; "
+                               "the target must be sharded exactly like its online module")
+    if t_params:
+        torch._foreach_mul_(t_params, momentum)
+        torch._foreach_add_(t_params, o_params, alpha=1 - momentum)
+    for tb, ob in zip(target.buffers(), online.buffers()):
+        local_tensor(tb).copy_(local_tensor(ob))
