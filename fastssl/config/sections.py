@@ -121,6 +121,9 @@ class TrainConfig:
     # Recompute each shard unit's activations in backward (ViT blocks, ResNet stages): less memory,
     # about one extra forward of compute. Applied before compile and sharding (fastssl/parallel).
     activation_checkpointing: bool = False
+    # Wall-clock budget ("10m", "2h"; "" = none): the schedule is laid over the steps that fit,
+    # measured after a short warm-up (fastssl/train/time_budget.py).
+    time_budget: str = ""
 
 
 @dataclass
@@ -131,6 +134,11 @@ class EvalConfig:
     # held-out queries (0 = all). Standalone `fastssl eval knn` takes --limit-train instead.
     knn_train_limit: int = 0
     knn_test_limit: int = 0
+    # Periodic kNN during training every N steps (0 = off), on a held-out slice of at most
+    # knn_every_train bank images and knn_every_test queries, so its cost stays bounded.
+    knn_every: int = 0
+    knn_every_train: int = 2000
+    knn_every_test: int = 500
     batch_size: int = 256
     linear_epochs: int = 30
     linear_lr: float = 0.1
