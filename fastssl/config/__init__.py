@@ -25,6 +25,9 @@ from fastssl.config.methods import (
     SimCLRConfig,
     register_method_config,
 )
+# Families defined in their own files register themselves on import.
+from fastssl.config import clustering as _clustering  # noqa: E402,F401
+from fastssl.config import pretext as _pretext  # noqa: E402,F401
 from fastssl.config.sections import (
     AugConfig,
     DataConfig,
