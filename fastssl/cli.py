@@ -2,10 +2,13 @@
 
     fastssl train [--recipe NAME] [--resume] [--section.key=value ...]
     fastssl eval {knn,linear,finetune,plot} --ckpt RUN_OR_PT | --random-init ...
+    fastssl selftrain --ckpt RUN --labels-per-class N [--rounds R]
+    fastssl report few-label --ckpt NAME=RUN ... [--labels-per-class 2,5,20]
     fastssl recipes
     fastssl config [--recipe NAME] [--keys] [--section.key=value ...]
+    fastssl export --ckpt RUN --out backbone.pt
     fastssl data convert ...
-    fastssl bench loader ...
+    fastssl bench {loss,loader,backbone} ...
 
 Run under torchrun for several processes: `torchrun --nproc_per_node=2 -m fastssl train ...`.
 User errors print one line, `fastssl: error: ...`, and exit with status 2.
@@ -133,17 +136,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_module_parsers(sub) -> None:
     """Subcommands whose logic lives beside what they drive register their own arguments."""
-    from fastssl.data.convert import add_parser as add_data
-    from fastssl.data.loader_bench import add_parser as add_bench
+    from fastssl.bench.commands import add_parser as add_bench
+    from fastssl.checkpoint.export import add_parser as add_export
+    from fastssl.data.tools.convert import add_parser as add_data
     from fastssl.eval.commands import add_parser as add_eval
+    from fastssl.eval.selftrain_command import add_parser as add_selftrain
+    from fastssl.report.commands import add_parser as add_report
 
     add_eval(sub)
+    add_selftrain(sub)
+    add_report(sub)
+    add_export(sub)
     add_data(sub)
     add_bench(sub)
 
 
 # Subcommands whose handlers take argparse args only (no free-form overrides).
-_NO_OVERRIDES = ("eval", "data", "bench")
+_NO_OVERRIDES = ("eval", "export", "data", "bench", "selftrain", "report")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,11 +11,16 @@ Backward is deterministic (no atomics): one pass over row blocks gives dQ, one p
 blocks gives dK. When the keys are the queries themselves (single-process NT-Xent) S is symmetric,
 so a single row pass yields the whole gradient and the key pass is skipped.
 
+This module is the kernel layer: it imports only torch and triton and raises ValueError on bad
+arguments. The public loss API, which normalises embeddings, gathers keys across ranks, picks an
+implementation and reports user mistakes as FastSSLError, is `fastssl.losses`.
+
 Limits:
 - inputs must already be L2-normalised; the kernel computes dot products, not cosines.
 - fp32, bf16 and fp16 inputs (all of one dtype), feature dim 1 <= d <= 256 (a row block keeps
-  its whole feature vector in registers). fp32 tiles use 3xTF32 dots on GPU (near-fp32
+  its whole feature vector in registers). fp32 tiles use 3xTF32 dots on sm_80+ (near-fp32
   accuracy on tensor cores), not plain TF32.
+- runs on the GPUs listed in `configs.TILES` (and on CPU under TRITON_INTERPRET=1, for tests).
 - Logits accumulate in fp32. For bf16/fp16 inputs the softmax-gradient tile is rounded to the
   input dtype before its matmul (as flash attention does), so gradients carry that dtype's error.
 - Extra negatives (a MoCo queue) receive no gradient.
@@ -23,6 +28,7 @@ Limits:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -30,14 +36,13 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
-from torch import nn
 
-from fastssl.errors import FastSSLError
+from fastssl_kernels import configs
 
-MAX_D = 256
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+MAX_D = configs.D_BUCKETS[-1]
+DTYPES = tuple(configs.DTYPE_NAMES)
 # Read at import, like triton.jit does: kernels defined now run interpreted if this is set.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _LOG2E = math.log2(math.e)
 
 
@@ -315,78 +320,76 @@ def _block_d(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel and padded d, for sm_90. BLOCK_M tiles the
-# queries, BLOCK_N the keys. Picked from ahead-of-time sm_90 compiles to avoid register spills and
-# stay within shared memory; speed is unmeasured, so tune with benchmarks/bench_nt_xent.py.
-_TILES = {
-    # 2-byte inputs: bf16 / fp16 tensor cores.
-    2: {
-        "fwd": {64: (128, 128, 8, 3), 128: (128, 128, 8, 3), 256: (128, 64, 8, 3)},
-        "rows": {64: (128, 64, 8, 3), 128: (128, 32, 8, 3), 256: (64, 32, 8, 3)},
-        "cols": {64: (64, 128, 8, 3), 128: (32, 128, 8, 3), 256: (64, 64, 8, 3)},
-    },
-    # fp32 inputs use 3xTF32 dots: three tensor-core products per tile, hence smaller tiles.
-    # At d > 128 the backward still spills registers; prefer bf16 there.
-    4: {
-        "fwd": {64: (64, 64, 4, 3), 128: (64, 32, 4, 3), 256: (16, 32, 4, 2)},
-        "rows": {64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (16, 32, 4, 2)},
-        "cols": {64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (64, 32, 8, 2)},
-    },
-}
+# The interpreter runs each tile op as one numpy call: fewer, larger tiles run faster, but 32
+# keeps the small test shapes multi-tile.
+_INTERPRETER_TILE = configs.Tile(32, 32, 4, 1)
 
 
-def _config(kind: str, d: int, dtype: torch.dtype, block_m: int | None, block_n: int | None) -> dict:
-    """Launch options for kernel `kind` in ("fwd", "rows", "cols")."""
-    bd = _block_d(d)
-    if _INTERPRET:
-        # Each tile op is one numpy call: fewer, larger tiles run faster, but 32 keeps the
-        # small test shapes multi-tile.
-        bm, bn, warps, stages = 32, 32, 4, 1
-    else:
-        bm, bn, warps, stages = _TILES[dtype.itemsize][kind][max(bd, 64)]
+def unsupported_reason(device: torch.device, dtype: torch.dtype, d: int) -> str | None:
+    """Why the kernels cannot run on `device` for this dtype and feature width; None if they can."""
+    if dtype not in DTYPES:
+        return f"the kernels take float32, bfloat16 or float16 embeddings, got {dtype}"
+    if not 1 <= d <= MAX_D:
+        return f"the kernels support 1 <= d <= {MAX_D}, got d={d}"
+    if INTERPRET:
+        return None
+    if device.type != "cuda":
+        return "the kernels need CUDA tensors (or TRITON_INTERPRET=1 set before import)"
+    cap = torch.cuda.get_device_capability(device)
+    if not configs.has_config(cap, dtype, d):
+        name = configs.DTYPE_NAMES[dtype]
+        return f"no tile config for sm_{configs.arch(cap)} with {name} and d={d} (see fastssl_kernels.configs)"
+    return None
+
+
+def _config(kind: str, q: torch.Tensor, block_m: int | None, block_n: int | None) -> dict:
+    """Launch options for kernel `kind` in configs.KINDS, for q's device, dtype and width."""
+    d = q.shape[1]
     for name, b in (("block_m", block_m), ("block_n", block_n)):
         if b is not None and (b < 16 or b & (b - 1)):
-            raise FastSSLError(f"{name}={b} must be a power of two >= 16 (tl.dot's minimum tile)")
+            raise ValueError(f"{name}={b} must be a power of two >= 16 (tl.dot's minimum tile)")
+    if INTERPRET:
+        cfg = _INTERPRETER_TILE
+    else:
+        cfg = configs.tile(torch.cuda.get_device_capability(q.device), q.dtype, kind, d)
+        if cfg is None:
+            raise ValueError(unsupported_reason(q.device, q.dtype, d))
     return {
-        "BLOCK_M": block_m or bm,
-        "BLOCK_N": block_n or bn,
-        "BLOCK_D": bd,
-        "num_warps": warps,
-        "num_stages": stages,
-        # fp32: 3xTF32 keeps ~fp32 accuracy on tensor cores, where IEEE fp32 dots spill registers.
+        "BLOCK_M": block_m or cfg.block_m,
+        "BLOCK_N": block_n or cfg.block_n,
+        "BLOCK_D": _block_d(d),
+        "num_warps": cfg.num_warps,
+        "num_stages": cfg.num_stages,
         # 2-byte inputs and the interpreter (numpy fp32) ignore it.
-        "PRECISION": "tf32x3" if dtype == torch.float32 else "tf32",
+        "PRECISION": cfg.precision if q.dtype == torch.float32 else "tf32",
         # The interpreter's tl.dot reads bf16 tiles as raw bits: upcast them (see _dot).
-        "UPCAST": _INTERPRET and dtype == torch.bfloat16,
+        "UPCAST": INTERPRET and q.dtype == torch.bfloat16,
     }
+
+
+def _on_device(x: torch.Tensor):
+    # Triton launches on the current CUDA device: make it the tensors' one (a rank whose current
+    # device is another GPU would otherwise read foreign pointers).
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
 def _check_tensors(q: torch.Tensor, others: dict[str, torch.Tensor | None], temperature: float) -> None:
     if not temperature > 0:
-        raise FastSSLError(f"temperature must be > 0, got {temperature}")
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     if q.dim() != 2 or q.shape[1] == 0 or q.shape[0] == 0:
-        raise FastSSLError(f"queries must be a non-empty [N, d] tensor with d > 0, got shape {tuple(q.shape)}")
-    if q.dtype not in DTYPES:
-        raise FastSSLError(
-            f"the triton loss takes float32, bfloat16 or float16 embeddings, got {q.dtype}; cast them first"
-        )
-    if q.shape[1] > MAX_D:
-        raise FastSSLError(
-            f"the triton loss supports d <= {MAX_D}, got d={q.shape[1]}; use impl='torch' or a smaller projector"
-        )
-    if not (q.is_cuda or _INTERPRET):
-        raise FastSSLError(
-            "the triton loss needs CUDA tensors (or TRITON_INTERPRET=1 set before import); use impl='torch' on CPU"
-        )
+        raise ValueError(f"queries must be a non-empty [N, d] tensor with d > 0, got shape {tuple(q.shape)}")
+    reason = unsupported_reason(q.device, q.dtype, q.shape[1])
+    if reason is not None:
+        raise ValueError(reason)
     for name, t in others.items():
         if t is None:
             continue
         if t.dim() != 2 or t.shape[1] != q.shape[1]:
-            raise FastSSLError(f"{name} must be [*, {q.shape[1]}] like the queries, got shape {tuple(t.shape)}")
+            raise ValueError(f"{name} must be [*, {q.shape[1]}] like the queries, got shape {tuple(t.shape)}")
         if t.dtype != q.dtype:
-            raise FastSSLError(f"{name} is {t.dtype} but the queries are {q.dtype}; cast them to one dtype")
+            raise ValueError(f"{name} is {t.dtype} but the queries are {q.dtype}; cast them to one dtype")
         if t.device != q.device:
-            raise FastSSLError(f"{name} is on {t.device} but the queries are on {q.device}; move them to one device")
+            raise ValueError(f"{name} is on {t.device} but the queries are on {q.device}; move them to one device")
 
 
 def contrastive_forward(
@@ -403,17 +406,18 @@ def contrastive_forward(
     keys = q if keys is None else keys
     negs = keys[:0] if negs is None else negs
     m, d = q.shape
-    cfg = _config("fwd", d, q.dtype, block_m, block_n)
+    cfg = _config("fwd", q, block_m, block_n)
     lse = torch.empty(m, device=q.device, dtype=torch.float32)
     pos_logit = torch.empty_like(lse)
     grid = (triton.cdiv(m, cfg["BLOCK_M"]),)
-    _fwd_kernel[grid](
-        q, keys, negs, pos_idx, self_idx, lse, pos_logit,
-        m, keys.shape[0], negs.shape[0], d,
-        q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), negs.stride(0), negs.stride(1),
-        _LOG2E / temperature,
-        **cfg,
-    )  # fmt: skip
+    with _on_device(q):
+        _fwd_kernel[grid](
+            q, keys, negs, pos_idx, self_idx, lse, pos_logit,
+            m, keys.shape[0], negs.shape[0], d,
+            q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), negs.stride(0), negs.stride(1),
+            _LOG2E / temperature,
+            **cfg,
+        )  # fmt: skip
     return lse, pos_logit
 
 
@@ -436,30 +440,31 @@ def contrastive_backward(
     negs = keys[:0] if negs is None else negs
     m, d = q.shape
     nk = keys.shape[0]
-    rows_cfg = _config("rows", d, q.dtype, block_m, block_n)
+    rows_cfg = _config("rows", q, block_m, block_n)
     grad_out = grad_out.reshape(()).to(torch.float32).contiguous()
     qk_scale, grad_scale = _LOG2E / temperature, 1.0 / (m * temperature)
 
     dq = torch.empty_like(q)
-    _bwd_rows_kernel[(triton.cdiv(m, rows_cfg["BLOCK_M"]),)](
-        q, keys, negs, pos_idx, self_idx, lse, grad_out, dq,
-        m, nk, negs.shape[0], d,
-        q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), negs.stride(0), negs.stride(1),
-        dq.stride(0), dq.stride(1),
-        qk_scale, grad_scale,
-        SYMMETRIC=symmetric, **rows_cfg,
-    )  # fmt: skip
-    if symmetric or not need_dk:
-        return dq, None
-    dk = torch.empty_like(keys)
-    cols_cfg = _config("cols", d, q.dtype, block_m, block_n)
-    _bwd_cols_kernel[(triton.cdiv(nk, cols_cfg["BLOCK_N"]),)](
-        q, keys, pos_idx, self_idx, lse, grad_out, dk,
-        m, nk, d,
-        q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), dk.stride(0), dk.stride(1),
-        qk_scale, grad_scale,
-        **cols_cfg,
-    )  # fmt: skip
+    with _on_device(q):
+        _bwd_rows_kernel[(triton.cdiv(m, rows_cfg["BLOCK_M"]),)](
+            q, keys, negs, pos_idx, self_idx, lse, grad_out, dq,
+            m, nk, negs.shape[0], d,
+            q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), negs.stride(0), negs.stride(1),
+            dq.stride(0), dq.stride(1),
+            qk_scale, grad_scale,
+            SYMMETRIC=symmetric, **rows_cfg,
+        )  # fmt: skip
+        if symmetric or not need_dk:
+            return dq, None
+        dk = torch.empty_like(keys)
+        cols_cfg = _config("cols", q, block_m, block_n)
+        _bwd_cols_kernel[(triton.cdiv(nk, cols_cfg["BLOCK_N"]),)](
+            q, keys, pos_idx, self_idx, lse, grad_out, dk,
+            m, nk, d,
+            q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), dk.stride(0), dk.stride(1),
+            qk_scale, grad_scale,
+            **cols_cfg,
+        )  # fmt: skip
     return dq, dk
 
 
@@ -511,26 +516,24 @@ def nt_xent_triton(
     """
     _check_tensors(z1, {"z2": z2, "k1": k1, "k2": k2}, temperature)
     if z1.shape != z2.shape:
-        raise FastSSLError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if (k1 is None) != (k2 is None):
-        raise FastSSLError("pass both k1 and k2 (the gathered views) or neither")
+        raise ValueError("pass both k1 and k2 (the gathered views) or neither")
     n = z1.shape[0]
     dev = z1.device
     q = torch.cat([z1, z2])  # [2n, d]
     local = torch.arange(n, device=dev, dtype=torch.int32)
     if k1 is None:
         if offset != 0:
-            raise FastSSLError(f"offset={offset} needs gathered keys k1, k2; pass them or use offset=0")
+            raise ValueError(f"offset={offset} needs gathered keys k1, k2; pass them or use offset=0")
         self_idx = torch.arange(2 * n, device=dev, dtype=torch.int32)
         pos_idx = torch.cat([local + n, local])
         return ContrastiveCrossEntropy.apply(q, None, None, pos_idx, self_idx, temperature, block_m, block_n)
     if k1.shape != k2.shape:
-        raise FastSSLError(f"k1 and k2 must have the same shape, got {tuple(k1.shape)} and {tuple(k2.shape)}")
+        raise ValueError(f"k1 and k2 must have the same shape, got {tuple(k1.shape)} and {tuple(k2.shape)}")
     n_all = k1.shape[0]
     if not 0 <= offset <= n_all - n:
-        raise FastSSLError(
-            f"offset={offset} puts this rank's {n} rows outside the {n_all} gathered keys; use rank * n_local"
-        )
+        raise ValueError(f"offset={offset} puts this rank's {n} rows outside the {n_all} gathered keys; use rank * n")
     keys = torch.cat([k1, k2])  # [2N, d]
     self_idx = torch.cat([local + offset, local + offset + n_all])
     pos_idx = torch.cat([local + offset + n_all, local + offset])
@@ -552,7 +555,7 @@ def info_nce_triton(
     _check_tensors(q, {"k": k, "queue": queue}, temperature)
     n, n_all = q.shape[0], k.shape[0]
     if not 0 <= offset <= n_all - n:
-        raise FastSSLError(f"offset={offset} puts this rank's {n} queries outside the {n_all} keys; use rank * n_local")
+        raise ValueError(f"offset={offset} puts this rank's {n} queries outside the {n_all} keys; use rank * n")
     dev = q.device
     pos_idx = torch.arange(n, device=dev, dtype=torch.int32) + offset
     self_idx = torch.full((n,), -1, device=dev, dtype=torch.int32)
@@ -561,60 +564,18 @@ def info_nce_triton(
     return ContrastiveCrossEntropy.apply(q, k, queue, pos_idx, self_idx, temperature, block_m, block_n)
 
 
-# ----------------------------------------------------------------------------------------------
-# Modules.
-# ----------------------------------------------------------------------------------------------
-
-
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    # Normalise in fp32, then keep the caller's dtype so bf16 inputs get bf16 tensor-core tiles.
-    return F.normalize(x.to(torch.promote_types(x.dtype, torch.float32)), dim=1).to(x.dtype)
-
-
-class NTXentLoss(nn.Module):
-    """SimCLR loss on raw projections z1, z2 [N, d] (normalised here), single process.
-
-    For gathering keys across ranks use `fastssl.losses.nt_xent(..., gather_distributed=True)`.
-    """
-
-    def __init__(self, temperature: float = 0.2):
-        super().__init__()
-        if not temperature > 0:
-            raise FastSSLError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
-
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return nt_xent_triton(_normalize(z1), _normalize(z2), self.temperature)
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
-
-
-class InfoNCELoss(nn.Module):
-    """MoCo loss on raw q, k [N, d] and an optional queue [K, d] (all normalised here)."""
-
-    def __init__(self, temperature: float = 0.2):
-        super().__init__()
-        if not temperature > 0:
-            raise FastSSLError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None = None) -> torch.Tensor:
-        queue = None if queue is None else _normalize(queue.detach())
-        return info_nce_triton(_normalize(q), _normalize(k), self.temperature, queue)
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
-
+# No nn.Module here: the public, module-free loss API is `fastssl.losses.nt_xent` / `info_nce`.
 
 __all__ = [
+    "DTYPES",
+    "INTERPRET",
+    "MAX_D",
     "ContrastiveCrossEntropy",
-    "InfoNCELoss",
-    "NTXentLoss",
     "contrastive_backward",
     "contrastive_forward",
     "info_nce_reference",
     "info_nce_triton",
     "nt_xent_reference",
     "nt_xent_triton",
+    "unsupported_reason",
 ]

@@ -82,9 +82,28 @@ class MoCoV2Config(MethodConfig):
     temperature: float = 0.2
     # "shuffle": ShuffleBN (He et al. 2020, Sec. 3.3) for the key encoder; "sync": SyncBatchNorm.
     bn: str = "shuffle"
+    # ShuffleBN's BatchNorm groups over the global batch (a multiple of the world size): the paper
+    # trains on 8 GPUs, so BN sees 256 / 8 = 32 images; the MoCo CIFAR-10 demo emulates those 8
+    # GPUs on one with --bn-splits 8 (facebookresearch/moco colab/moco_cifar10_demo.ipynb).
+    shuffle_bn_groups: int = 8
     # Both views as queries and keys (solo-learn / MoCo v3 style); the paper's v2 is asymmetric.
+    # solo-learn's mocov2plus.py keeps one queue per view; so does fastssl.
     symmetric: bool = False
-    loss_impl: str = "auto"
+    # Negatives: the queue only, as MoCo's Algorithm 1 and builder.py (l_pos and l_neg = q @ queue),
+    # solo-learn (losses/moco.py) and lightly. True adds the global batch's other keys
+    # (fastssl.losses.info_nce with gather_distributed=True, the Triton kernel on GPU).
+    in_batch_negatives: bool = False
+    loss_impl: str = "auto"  # for info_nce (in_batch_negatives=True)
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = super().check()
+        if self.bn not in ("shuffle", "sync"):
+            problems.append(("bn", f"must be shuffle or sync, got {self.bn!r}"))
+        if self.shuffle_bn_groups < 1:
+            problems.append(("shuffle_bn_groups", f"must be >= 1, got {self.shuffle_bn_groups}"))
+        if not 0 <= self.momentum_base <= self.momentum_final <= 1:
+            problems.append(("momentum_base", "must satisfy 0 <= momentum_base <= momentum_final <= 1"))
+        return problems
 
 
 @dataclass
@@ -105,6 +124,14 @@ class MoCoV3Config(MethodConfig):
     # (main_moco.py --stop-grad-conv1).
     freeze_patch_embed: bool = True
     loss_impl: str = "auto"
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = [(k, p) for k, p in super().check() if k != "proj_layers"]  # 0 means "by backbone"
+        if self.proj_layers < 0:
+            problems.append(("proj_layers", f"must be >= 1, or 0 for the backbone's default, got {self.proj_layers}"))
+        if not 0 <= self.momentum_base <= self.momentum_final <= 1:
+            problems.append(("momentum_base", "must satisfy 0 <= momentum_base <= momentum_final <= 1"))
+        return problems
 
 
 @dataclass
@@ -130,6 +157,8 @@ class DINOConfig(MethodConfig):
     bottleneck_dim: int = 256
     proj_layers: int = 3
     norm_last_layer: bool = True
+    # main_dino.py: --use_bn_in_head False (no BatchNorm in the head, ViT or ResNet).
+    use_bn_in_head: bool = False
     # main_dino.py: --freeze_last_layer 1 (epochs), --momentum_teacher 0.996 -> 1 (cosine).
     freeze_last_layer_epochs: int = 1
     momentum_base: float = 0.996

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 class DataConfig:
     # "auto" guesses from `path` ("" = the built-in digits); or "digits" (built in, no download),
     # "npz" (JPEG shards), "folder" (ImageFolder), "cifar10" | "stl10" | "mnist" (torchvision),
-    # "webdataset" (tar shards) | "filelist" (.txt of `path label` lines): DALI backends only.
+    # "filelist" (.txt of `path label` lines) | "webdataset" (tar shards; DALI backends only).
     dataset: str = "auto"
     path: str = ""
     # Where eval commands and the end-of-run kNN read held-out data; "" = the dataset's own split.
@@ -144,6 +144,13 @@ class EvalConfig:
     linear_lr: float = 0.1
     finetune_epochs: int = 30
     finetune_lr: float = 0.01
+    # Few-label fine-tuning is set in optimizer steps (fastssl/eval/fewlabel.py): 30 epochs of
+    # 200 images are only ~60 steps. 0 = use finetune_epochs instead.
+    finetune_steps: int = 500
+    # Share of each class's labelled images held out to choose the step count (early stopping);
+    # the model is then refit on all of them.
+    finetune_val_fraction: float = 0.2
+    finetune_weight_decay: float = 0.0
     labels_per_class: int = 10
 
 

@@ -5,7 +5,8 @@ Accuracies are percentages (0-100) throughout. `knn_eval` is what training ends 
 """
 
 from fastssl.eval.features import build_random_method, extract_features, load_eval_model, source_features
-from fastssl.eval.finetune import few_label_finetune, sample_per_class
+from fastssl.eval.fewlabel import few_label_finetune, few_label_linear
+from fastssl.eval.finetune import sample_per_class
 from fastssl.eval.knn import knn_accuracy, knn_classify, knn_eval
 from fastssl.eval.linear import compare_backbone_projector, linear_probe
 from fastssl.eval.plot import plot_tsne
@@ -15,6 +16,7 @@ __all__ = [
     "compare_backbone_projector",
     "extract_features",
     "few_label_finetune",
+    "few_label_linear",
     "knn_accuracy",
     "knn_classify",
     "knn_eval",

@@ -1,7 +1,7 @@
 """`fastssl eval {knn,linear,finetune,plot}`: argparse wiring for the evaluators.
 
     fastssl eval knn      --ckpt runs/default            [--data.train P --data.test P] [--json]
-    fastssl eval linear   --ckpt runs/default/checkpoints/step_00000300.pt
+    fastssl eval linear   --ckpt runs/default/checkpoints/step_00000300
     fastssl eval finetune --random-init --recipe default --labels-per-class 10
     fastssl eval plot     --ckpt runs/default --out tsne.png
 
@@ -35,7 +35,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     model = common.add_mutually_exclusive_group(required=True)
-    model.add_argument("--ckpt", metavar="PATH", help="checkpoint .pt file or run folder (its newest checkpoint)")
+    model.add_argument("--ckpt", metavar="PATH", help="checkpoints/step_N folder or run folder (its newest checkpoint)")
     model.add_argument("--random-init", action="store_true", help="evaluate a seeded random init of --recipe")
     common.add_argument("--recipe", default=None, help="recipe for --random-init (default: default)")
     common.add_argument("--like", default=None, metavar="RUN",
@@ -62,7 +62,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     ft = sub.add_parser("finetune", parents=[common], help="fine-tune the backbone on N labels per class")
     ft.add_argument("--labels-per-class", type=int, default=None, metavar="N", help="default: eval.labels_per_class")
-    ft.add_argument("--epochs", type=int, default=None, help="default: eval.finetune_epochs")
+    ft.add_argument("--steps", type=int, default=None, help="optimizer steps (default: eval.finetune_steps)")
+    ft.add_argument("--epochs", type=int, default=None, help="train for N epochs of the labelled images instead of --steps")
+    ft.add_argument("--val-fraction", type=float, default=None,
+                    help="share of each class's labels held out to pick the step count (default: eval.finetune_val_fraction)")
+    ft.add_argument("--no-linear", action="store_true", help="skip the linear probe reported next to the fine-tune")
     ft.add_argument("--lr", type=float, default=None, help="default: eval.finetune_lr")
     ft.add_argument("--seed", type=int, default=0, help="which labels are drawn, and the head init")
 
@@ -77,7 +81,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _check_path(path: str, flag: str) -> None:
-    from fastssl.data.sources import parse_slice
+    from fastssl.data import parse_slice
 
     base = parse_slice(path)[0]
     if base and not os.path.exists(base):
@@ -90,7 +94,7 @@ def open_eval_data(cfg, train: str | None = None, test: str | None = None, datas
 
     With --data.train and no --data.test, the test set is the held-out split of --data.train.
     """
-    from fastssl.data.sources import open_eval_sources
+    from fastssl.data import open_eval_sources
 
     data = copy.deepcopy(cfg.data)
     if train:
@@ -151,18 +155,20 @@ def _linear(args, method, cfg, train_src, test_src, device, workers) -> tuple[di
 
 
 def _finetune(args, method, cfg, train_src, test_src, device, workers) -> tuple[dict, str]:
-    from fastssl.eval.finetune import few_label_finetune
+    from fastssl.eval.fewlabel import few_label_finetune
 
-    r = few_label_finetune(method, train_src, test_src, cfg, device, args.labels_per_class, args.epochs, args.lr,
-                           args.batch_size, args.seed, workers)
-    line = (f"finetune top-1 {r['top1']:.1f}% ({r['labels_per_class']} labels/class = {r['n_labelled']} images, "
-            f"{r['epochs']} epochs, {len(test_src)} test)")
+    r = few_label_finetune(method, train_src, test_src, cfg, device, args.labels_per_class, args.steps, args.lr,
+                           args.batch_size, args.seed, workers, epochs=args.epochs, val_fraction=args.val_fraction,
+                           linear=not args.no_linear)
+    lin = f"; linear probe {r['linear']['top1']:.1f}%" if "linear" in r else ""
+    line = (f"finetune top-1 {r['top1']:.1f}%{lin} ({r['labels_per_class']} labels/class = {r['n_labelled']} images, "
+            f"{r['best_step']} of {r['steps']} steps chosen on {r['n_val']} held-out labels, {len(test_src)} test)")
     return r, line
 
 
 def _plot(args, method, cfg, train_src, test_src, device, workers) -> tuple[dict, str]:
     from fastssl.eval.features import project, projector_of, source_features
-    from fastssl.data.sources import IndexedSource
+    from fastssl.data import IndexedSource
     from fastssl.eval.plot import plot_tsne, subsample
 
     # Only the plotted subset is encoded: t-SNE of 2000 points never needs all of ImageNet val.
@@ -192,11 +198,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.like is not None:
         if args.ckpt is not None or args.recipe is not None:
             raise FastSSLError("--like replaces --recipe and only applies with --random-init")
-        from fastssl.config import Config
+        from fastssl.checkpoint import read_config
         from fastssl.eval.features import build_random_method
-        from fastssl.train.checkpoint import load_checkpoint
 
-        cfg = Config.from_dict(load_checkpoint(args.like)["config"])
+        cfg = read_config(args.like)
         method, ckpt_path = build_random_method(cfg), None
     else:
         method, cfg, ckpt_path = load_eval_model(args.ckpt, args.recipe)

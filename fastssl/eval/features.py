@@ -78,7 +78,7 @@ def num_classes_of(*sources: Any) -> int:
 
 def eval_loader(source: Any, cfg: Config, batch_size: int | None = None, num_workers: int = 0):
     """Deterministic, in-order loader at the run's image size and normalisation."""
-    from fastssl.data.loader import build_eval_loader
+    from fastssl.data import build_eval_loader
 
     return build_eval_loader(source, cfg.aug, cfg.data.image_size, batch_size or cfg.eval.batch_size, num_workers)
 
@@ -154,8 +154,9 @@ def load_eval_model(ckpt: str | Path | None = None, recipe: str | None = None, o
     `overrides` (`section.key=value`) adjust the recipe before a random init is built.
     """
     if ckpt is not None:
-        from fastssl.train.checkpoint import load_pretrained, resolve_checkpoint
+        from fastssl.checkpoint import load_pretrained, resolve_checkpoint
 
+        # Any strategy's checkpoint (DDP, FSDP shards, DeepSpeed ZeRO) on this one process.
         path = resolve_checkpoint(ckpt)
         method, cfg = load_pretrained(path)
         return method, cfg, str(path)

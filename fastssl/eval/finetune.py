@@ -1,9 +1,10 @@
-"""Few-label fine-tuning: N labelled images per class, the whole backbone trained end to end.
+"""Fine-tuning a backbone end to end on labelled images, for a set number of optimizer steps.
 
-This is the semi-supervised protocol of SimCLR / BYOL (1% and 10% ImageNet labels) at any N:
-a fixed seeded draw of `labels_per_class` images of every class, a fresh linear head
-(`backbone.reset_head`), SGD + momentum with a cosine schedule and a small learning rate, then
-top-1 on the full test set. The model passed in is copied, never modified.
+The training length is in *steps*, not epochs: with 200 labelled images, 30 epochs at batch 256
+are 30 steps, far too few for a network to fit them (issue 11, item 9). `finetune_backbone`
+gives the backbone a fresh linear head (`backbone.reset_head`; optionally behind dropout) and
+trains all of it with SGD + momentum and a cosine schedule; `every`/`on_eval` let the caller
+watch a validation set during training (fastssl.eval.fewlabel selects the step count that way).
 
 Augmentation is a random translation (replicate padding, 1/8 of the side) plus a horizontal
 flip only when the recipe flips (`aug.flip_p > 0`; digits are not mirror-symmetric). It runs on
@@ -12,9 +13,8 @@ batches on the device, so it works with whatever in-order loader `fastssl.data` 
 
 from __future__ import annotations
 
-import copy
 import math
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from torch import nn
 
 from fastssl.config import Config
 from fastssl.errors import FastSSLError
-from fastssl.eval.features import eval_loader, num_classes_of, resolve_device, unwrap_backbone
+from fastssl.eval.features import eval_loader, resolve_device
 from fastssl.eval.knn import topk_accuracy
 
 
@@ -64,105 +64,108 @@ def _translate_flip(x: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.
 
 
 # Labelled sets up to this size (as fp32 tensors) are decoded once and kept; larger ones
-# (1% of ImageNet at 224 px is ~7.7 GB) are re-read every epoch.
+# (1% of ImageNet at 224 px is ~7.7 GB) are re-read every pass.
 CACHE_BYTES = 1 << 30
 
 
-def _epochs_of_batches(source: Any, cfg: Config, batch_size: int, epochs: int, gen: torch.Generator,
-                       device: torch.device, num_workers: int):
-    """Per epoch, an iterator of shuffled (images [B, 3, H, W], labels [B]) batches on `device`."""
-    from fastssl.data.sources import IndexedSource
+def shuffled_batches(source: Any, cfg: Config, batch_size: int, gen: torch.Generator, device: torch.device,
+                     num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled (images [B, 3, H, W], labels [B]) batches on `device`, pass after pass."""
+    from fastssl.data import IndexedSource
 
     side = cfg.data.image_size
     if len(source) * 3 * side * side * 4 <= CACHE_BYTES:
         images, labels = zip(*eval_loader(source, cfg, batch_size, num_workers))
-        images, labels = torch.cat(images).to(device), torch.cat(labels).to(device, torch.long)  # [M, 3, H, W], [M]
-        for _ in range(epochs):
+        images = torch.cat(images).to(device)  # [M, 3, H, W]
+        labels = torch.cat([torch.as_tensor(y) for y in labels]).to(device, torch.long)  # [M]
+        while True:
             order = torch.randperm(len(labels), generator=gen).to(device)
-            yield ((images[order[i : i + batch_size]], labels[order[i : i + batch_size]])
-                   for i in range(0, len(order), batch_size))
-        return
-    for _ in range(epochs):
-        # A fresh in-order loader over a seeded permutation is a shuffled epoch with any backend.
+            for i in range(0, len(order), batch_size):
+                yield images[order[i : i + batch_size]], labels[order[i : i + batch_size]]
+    while True:
+        # A fresh in-order loader over a seeded permutation is a shuffled pass with any backend.
         order = torch.randperm(len(source), generator=gen).numpy()
-        yield ((x.to(device, non_blocking=True), torch.as_tensor(y).to(device, torch.long))
-               for x, y in eval_loader(IndexedSource(source, order), cfg, batch_size, num_workers))
+        for x, y in eval_loader(IndexedSource(source, order), cfg, batch_size, num_workers):
+            yield x.to(device, non_blocking=True), torch.as_tensor(y).to(device, torch.long)
+
+
+def training_steps(cfg: Config, n_images: int, batch_size: int, steps: int | None = None,
+                   epochs: int | None = None) -> int:
+    """Explicit `steps`, else explicit `epochs` of `n_images`, else `eval.finetune_steps`
+    (`eval.finetune_epochs` when that is 0)."""
+    per_epoch = max(1, math.ceil(n_images / batch_size))
+    if steps is not None:
+        return max(1, steps)
+    if epochs is not None:
+        return max(1, epochs * per_epoch)
+    return cfg.eval.finetune_steps if cfg.eval.finetune_steps > 0 else max(1, cfg.eval.finetune_epochs * per_epoch)
 
 
 def finetune_backbone(backbone: nn.Module, source: Any, cfg: Config, num_classes: int,
-                      device: str | torch.device = "auto", epochs: int | None = None, lr: float | None = None,
-                      batch_size: int | None = None, seed: int = 0, num_workers: int = 0) -> nn.Module:
-    """Give `backbone` a fresh `num_classes` head and train all of it on `source`, in place."""
+                      device: str | torch.device = "auto", steps: int = 500, lr: float | None = None,
+                      batch_size: int | None = None, seed: int = 0, num_workers: int = 0,
+                      weight_decay: float = 0.0, head_dropout: float = 0.0, every: int = 0,
+                      on_eval: Callable[[int, nn.Module], None] | None = None) -> nn.Module:
+    """Give `backbone` a fresh `num_classes` head and train all of it on `source` for `steps`, in place.
+
+    `head_dropout` puts dropout before the head (a noised student, fastssl.eval.selftrain). With
+    `every` > 0, `on_eval(step, backbone)` runs after every `every` steps and after the last,
+    the backbone in eval mode; training resumes afterwards.
+    """
     device = resolve_device(device)
-    epochs = cfg.eval.finetune_epochs if epochs is None else epochs
     lr = cfg.eval.finetune_lr if lr is None else lr
     batch_size = max(1, min(batch_size or cfg.eval.batch_size, len(source)))
     gen = torch.Generator().manual_seed(seed)
     backbone.to(device)
-    backbone.reset_head(num_classes)
+    head = backbone.reset_head(num_classes)
+    if head_dropout > 0:
+        backbone.head = nn.Sequential(nn.Dropout(head_dropout), head)
     params = list(backbone.parameters())
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=0.0)
-    total = max(1, epochs * math.ceil(len(source) / batch_size))
-    step = 0
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     backbone.train()
-    for batches in _epochs_of_batches(source, cfg, batch_size, epochs, gen, device, num_workers):
-        for images, targets in batches:
-            if len(images) < 2:
-                continue  # BatchNorm cannot train on one image
-            images = _translate_flip(images, gen, cfg.aug.flip_p > 0)
-            for g in opt.param_groups:
-                g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = backbone.classify(images)  # [B, num_classes]
-            loss = nn.functional.cross_entropy(logits.float(), targets)
-            if not torch.isfinite(loss):
-                raise FastSSLError(f"fine-tuning diverged (loss {loss.item():.3g}); lower --lr (now {lr:g})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
+    batches = shuffled_batches(source, cfg, batch_size, gen, device, num_workers)
+    step = 0
+    while step < steps:
+        images, targets = next(batches)
+        if len(images) < 2:
+            continue  # BatchNorm cannot train on one image
+        images = _translate_flip(images, gen, cfg.aug.flip_p > 0)
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = backbone.classify(images)  # [B, num_classes]
+        loss = nn.functional.cross_entropy(logits.float(), targets)
+        if not torch.isfinite(loss):
+            raise FastSSLError(f"fine-tuning diverged (loss {loss.item():.3g}); lower --lr (now {lr:g})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if on_eval is not None and every > 0 and (step % every == 0 or step == steps):
+            on_eval(step, backbone.eval())
+            backbone.train()
     return backbone.eval()
 
 
 @torch.no_grad()
-def classify_accuracy(backbone: nn.Module, source: Any, cfg: Config, device: str | torch.device = "auto",
-                      batch_size: int | None = None, num_workers: int = 0) -> dict[str, float]:
-    """Top-1 (and top-5) in percent of `backbone.classify` over a labelled source."""
+def predict(backbone: nn.Module, source: Any, cfg: Config, device: str | torch.device = "auto",
+            batch_size: int | None = None, num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits [N, num_classes] fp32, labels [N]) of `backbone.classify` over a source, in order."""
     device = resolve_device(device)
     backbone.to(device).eval()
-    ranked, labels = [], []
+    logits, labels = [], []
     for images, targets in eval_loader(source, cfg, batch_size, num_workers):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = backbone.classify(images.to(device, non_blocking=True)).float()  # [B, num_classes]
-        ranked.append(logits.topk(min(5, logits.shape[1]), dim=1).indices)
+            logits.append(backbone.classify(images.to(device, non_blocking=True)).float())
         labels.append(torch.as_tensor(targets).to(device, torch.long))
-    return topk_accuracy(torch.cat(ranked), torch.cat(labels))
+    return torch.cat(logits), torch.cat(labels)
 
 
-def few_label_finetune(model: nn.Module, train_source: Any, test_source: Any, cfg: Config,
-                       device: str | torch.device = "auto", labels_per_class: int | None = None,
-                       epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
-                       seed: int = 0, num_workers: int = 0) -> dict[str, Any]:
-    """Fine-tune a copy of `model`'s backbone on N labels per class; test top-1 in percent."""
-    from fastssl.data.sources import IndexedSource
-
-    device = resolve_device(device)
-    n = cfg.eval.labels_per_class if labels_per_class is None else labels_per_class
-    num_classes = num_classes_of(train_source, test_source)
-    few = IndexedSource(train_source, sample_per_class(train_source.labels, n, seed))
-    backbone = copy.deepcopy(unwrap_backbone(model))
-    # Seed the head init and any stochastic layers, without disturbing the caller's RNG.
-    # (DataLoader iteration draws from the global RNG too, hence the evaluation is inside.)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        finetune_backbone(backbone, few, cfg, num_classes, device, epochs, lr, batch_size, seed, num_workers)
-        result = classify_accuracy(backbone, test_source, cfg, device, batch_size, num_workers)
-    return {
-        **result,
-        "labels_per_class": n,
-        "n_labelled": len(few),
-        "epochs": cfg.eval.finetune_epochs if epochs is None else epochs,
-        "lr": cfg.eval.finetune_lr if lr is None else lr,
-    }
+def classify_accuracy(backbone: nn.Module, source: Any, cfg: Config, device: str | torch.device = "auto",
+                      batch_size: int | None = None, num_workers: int = 0) -> dict[str, float]:
+    """Top-1 (and top-5) in percent, and the mean cross-entropy, of `backbone.classify` on a source."""
+    logits, labels = predict(backbone, source, cfg, device, batch_size, num_workers)
+    ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return {**topk_accuracy(ranked, labels), "loss": nn.functional.cross_entropy(logits, labels).item()}

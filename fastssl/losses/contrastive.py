@@ -1,13 +1,20 @@
-"""NT-Xent (SimCLR) and InfoNCE (MoCo) with a choice of implementation.
+"""NT-Xent (SimCLR) and InfoNCE (MoCo) with a choice of implementation: the public loss API.
 
-`impl="torch"` materialises the similarity matrix: simple and exact, memory O(N^2).
-`impl="triton"` calls the fused kernel in `fastssl_kernels.nt_xent` (memory O(N)); it runs on
-CUDA tensors, or on CPU when TRITON_INTERPRET=1 was set before import (tests).
-`impl="auto"` picks triton on CUDA when Triton is importable, torch elsewhere.
+`impl="torch"` materialises the [rows, keys] logits: simple and exact, memory O(N^2).
+`impl="chunked"` (fastssl/losses/chunked.py) walks the logits in tiles in plain torch: memory
+O(N d), any device and dtype.
+`impl="triton"` calls the fused kernel in `fastssl_kernels.nt_xent` (memory O(N d)) on GPUs with a
+tuned config (fastssl_kernels/configs.py), or on CPU when TRITON_INTERPRET=1 was set before
+import (tests).
+`impl="auto"` (see `resolve_impl`): on CUDA, triton where a config exists for the GPU, dtype and
+width, else chunked; elsewhere torch while the logits fit TORCH_LOGITS_BUDGET_BYTES, else chunked.
 
 With `gather_distributed=True`, each rank's queries meet the keys of all ranks; the returned
 loss is the mean over this rank's queries, so the mean over ranks (what DDP's gradient
 averaging optimises) is the loss over the global batch.
+
+User mistakes (shapes, temperature, an impl that cannot run here) raise FastSSLError here, before
+any kernel sees them; the kernel layer itself only raises ValueError.
 """
 
 from __future__ import annotations
@@ -17,8 +24,13 @@ import torch.nn.functional as F
 
 from fastssl.distributed import all_gather_no_grad, all_gather_with_grad, get_rank
 from fastssl.errors import FastSSLError
+from fastssl.losses.chunked import info_nce_chunked, nt_xent_chunked
 
-IMPLS = ("auto", "torch", "triton")
+IMPLS = ("auto", "torch", "triton", "chunked")
+# Largest fp32 [rows, keys] logits matrix `auto` lets the torch path build off CUDA. Its backward
+# holds about three such matrices (logits, softmax, its gradient): 256 MiB here is ~0.8 GB peak,
+# reached at 2N = 8,192 in single-process NT-Xent. Beyond it the chunked path runs.
+TORCH_LOGITS_BUDGET_BYTES = 256 * 2**20
 
 
 def _check(temperature: float, impl: str, *tensors: torch.Tensor) -> None:
@@ -33,18 +45,32 @@ def _check(temperature: float, impl: str, *tensors: torch.Tensor) -> None:
         raise FastSSLError("embeddings are empty: the batch has no samples")
 
 
-def resolve_impl(impl: str, device: torch.device) -> str:
+def _triton_unavailable(device: torch.device, dtype: torch.dtype, d: int) -> str | None:
+    """Why the fused kernel cannot run for these embeddings; None if it can."""
+    try:
+        from fastssl_kernels import nt_xent as kernels
+    except ImportError as e:
+        return f"triton is not importable ({e})"
+    return kernels.unsupported_reason(device, dtype, d)
+
+
+def resolve_impl(
+    impl: str,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    d: int = 128,
+    rows: int = 0,
+    keys: int = 0,
+) -> str:
+    """The implementation `impl` runs as: itself, or for "auto" the one that fits this call.
+
+    rows x keys is the logits matrix the torch path would build (queue included).
+    """
     if impl != "auto":
         return impl
     if device.type == "cuda":
-        try:
-            import fastssl_kernels.nt_xent  # noqa: F401
-            import triton  # noqa: F401
-
-            return "triton"
-        except ImportError:
-            return "torch"
-    return "torch"
+        return "triton" if _triton_unavailable(device, dtype, d) is None else "chunked"
+    return "torch" if rows * keys * 4 <= TORCH_LOGITS_BUDGET_BYTES else "chunked"
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
@@ -67,11 +93,13 @@ def _kernel_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _kernels():
-    try:
-        from fastssl_kernels import nt_xent as kernels
-    except ImportError as e:
-        raise FastSSLError(f"impl='triton' needs the triton package ({e}); install triton or use impl='torch'") from e
+def _kernels(x: torch.Tensor, dtype: torch.dtype):
+    """The kernel module, after checking that it can run on x's device with this dtype."""
+    reason = _triton_unavailable(x.device, dtype, x.shape[1])
+    if reason is not None:
+        raise FastSSLError(f"impl='triton' cannot run here: {reason}; use impl='chunked' or impl='auto'")
+    from fastssl_kernels import nt_xent as kernels
+
     return kernels
 
 
@@ -102,9 +130,6 @@ def nt_xent(
     _check(temperature, impl, z1, z2)
     if z1.shape != z2.shape:
         raise FastSSLError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    if z1.shape[0] < 1:
-        raise FastSSLError("NT-Xent needs at least one pair of views")
-    impl = resolve_impl(impl, z1.device)
     z1, z2 = _normalize(z1), _normalize(z2)
     n = z1.shape[0]
     if gather_distributed:
@@ -113,12 +138,19 @@ def nt_xent(
     else:
         k1, k2, offset = z1, z2, 0
     n_global = k1.shape[0]
+    symmetric = k1 is z1 and k2 is z2  # keys are the queries (one process)
+    dt = _kernel_dtype(z1)
+    impl = resolve_impl(impl, z1.device, dt, z1.shape[1], 2 * n, 2 * n_global)
     if impl == "triton":
-        dt = _kernel_dtype(z1)
-        if k1 is z1 and k2 is z2:
-            # Keys are the queries (one process): the kernel's symmetric backward is one pass.
-            return _kernels().nt_xent_triton(z1.to(dt), z2.to(dt), temperature)
-        return _kernels().nt_xent_triton(z1.to(dt), z2.to(dt), temperature, k1.to(dt), k2.to(dt), offset)
+        kernels = _kernels(z1, dt)
+        if symmetric:
+            # The kernel's symmetric backward is one pass.
+            return kernels.nt_xent_triton(z1.to(dt), z2.to(dt), temperature)
+        return kernels.nt_xent_triton(z1.to(dt), z2.to(dt), temperature, k1.to(dt), k2.to(dt), offset)
+    if impl == "chunked":
+        if symmetric:
+            return nt_xent_chunked(z1, z2, temperature)
+        return nt_xent_chunked(z1, z2, temperature, k1, k2, offset)
     q = torch.cat([z1, z2], 0)  # [2n, d]
     keys = torch.cat([k1, k2], 0)  # [2N, d]
     local = torch.arange(n, device=z1.device) + offset
@@ -144,7 +176,6 @@ def info_nce(
         raise FastSSLError(f"q and k must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}")
     if queue is not None and (queue.dim() != 2 or queue.shape[1] != q.shape[1]):
         raise FastSSLError(f"queue must be [K, {q.shape[1]}], got {tuple(queue.shape)}")
-    impl = resolve_impl(impl, q.device)
     q, k = _normalize(q), _normalize(k)
     n = q.shape[0]
     if gather_distributed:
@@ -152,9 +183,13 @@ def info_nce(
     else:
         keys, offset = k, 0
     negs = None if queue is None else _normalize(queue.detach()).to(q.dtype)
+    dt = _kernel_dtype(q)
+    n_keys = keys.shape[0] + (0 if negs is None else negs.shape[0])
+    impl = resolve_impl(impl, q.device, dt, q.shape[1], n, n_keys)
     if impl == "triton":
-        dt = _kernel_dtype(q)
-        return _kernels().info_nce_triton(q.to(dt), keys.to(dt), temperature, negs, offset)
+        return _kernels(q, dt).info_nce_triton(q.to(dt), keys.to(dt), temperature, negs, offset)
+    if impl == "chunked":
+        return info_nce_chunked(q, keys, temperature, negs, offset)
     if negs is not None:
         keys = torch.cat([keys, negs.to(keys.dtype)], 0)  # [N_global + K, d]
     logits = _widen(q @ keys.T / temperature)  # [n, N_global + K]
@@ -162,4 +197,4 @@ def info_nce(
     return F.cross_entropy(logits, pos)
 
 
-__all__ = ["IMPLS", "all_gather_no_grad", "info_nce", "nt_xent", "resolve_impl"]
+__all__ = ["IMPLS", "TORCH_LOGITS_BUDGET_BYTES", "all_gather_no_grad", "info_nce", "nt_xent", "resolve_impl"]

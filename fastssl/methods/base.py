@@ -20,13 +20,16 @@ A method is a single-device `nn.Module` (no DDP/FSDP/DeepSpeed inside) with:
   untouched and the guard never copies it;
 - `configure_schedule(steps_per_epoch, total_steps)`: called once before training, for methods
   whose schedule is set in epochs (DINO's teacher temperature and frozen last layer).
+- `on_epoch_start(epoch, images)`: called on every rank before the first step of each epoch
+  (not when resuming mid-epoch), with `images()` yielding this rank's disjoint share of the
+  training set (`fastssl.cluster.training_images`); DeepCluster v2 clusters it. Default: no-op.
 
 Class attributes: `needs_pairs` (contrastive losses need >= 2 samples per rank).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterable
 
 import torch
 from torch import nn
@@ -81,6 +84,9 @@ class SSLMethod(nn.Module):
         self.steps_per_epoch, self.total_steps = max(steps_per_epoch, 1), max(total_steps, 1)
 
     def after_backward(self, step: int, epoch: int) -> None:
+        pass
+
+    def on_epoch_start(self, epoch: int, images: "Callable[[], Iterable[torch.Tensor]]") -> None:
         pass
 
     @torch.no_grad()

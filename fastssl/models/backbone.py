@@ -93,7 +93,7 @@ class Backbone(nn.Module):
 
     def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
         vit = self._vit()
-        tokens = vit.patch_embed(x)  # [N, L, D]
+        tokens = vit.patch_embed(x).flatten(1, -2)  # [N, L, D] (dynamic_img_size makes it [N, h, w, D])
         return tokens + vit.pos_embed[:, vit.num_prefix_tokens :]  # position of each patch; the class token's comes later
 
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -129,6 +129,8 @@ def build_backbone(name: str, image_size: int = 224, patch_size: int = 16, drop_
             _cifar_stem(trunk)
         return Backbone(trunk, trunk.num_features, name)
     if name in _VITS:
+        # dynamic_img_size: inputs of any multiple of the patch size (DINO's local crops), the
+        # position embedding resampled bicubically as DINO's interpolate_pos_encoding does.
         if image_size % patch_size:
             raise FastSSLError(
                 f"data.image_size={image_size} is not a multiple of model.patch_size={patch_size}; "
@@ -139,9 +141,9 @@ def build_backbone(name: str, image_size: int = 224, patch_size: int = 16, drop_
             from timm.models.vision_transformer import VisionTransformer
 
             trunk = VisionTransformer(img_size=image_size, patch_size=patch_size, num_classes=0,
-                                      drop_path_rate=drop_path, **spec)
+                                      drop_path_rate=drop_path, dynamic_img_size=True, **spec)
         else:
             trunk = timm.create_model(spec, pretrained=False, num_classes=0, img_size=image_size,
-                                      patch_size=patch_size, drop_path_rate=drop_path)
+                                      patch_size=patch_size, drop_path_rate=drop_path, dynamic_img_size=True)
         return Backbone(trunk, trunk.num_features, name)
     raise FastSSLError(f"unknown model.name '{name}'.{did_you_mean(name, BACKBONES)} Choose one of: {', '.join(BACKBONES)}")

@@ -1,15 +1,22 @@
-"""Parallelism applied from outside the single-device model, in one documented order.
+"""What every engine applies to the single-device method before it shards or replicates it.
 
-`parallelize(method, cfg, world)` applies, in this order (as in torchtitan):
+`prepare(method, cfg, world)` applies, in this one order (torchtitan's: AC, then compile, then
+data parallelism):
 
-1. `apply_memory_format`: channels_last for convolutional backbones on CUDA;
-2. `apply_sync_bn`: BatchNorm -> synchronised BatchNorm (sync_batchnorm.py) when world_size > 1, so the statistics (and the
-   loss) equal those of one process on the global batch, as SimCLR and BYOL assume;
-3. `apply_compile`: torch.compile of the backbone (the projector and loss stay eager);
-4. `apply_data_parallel`: DDP (the `fsdp` and `deepspeed` strategies come with the scale-out work).
+1. `apply_memory_format`: channels_last for convolutional backbones (not ViTs) on CUDA;
+2. `apply_sync_bn`: BatchNorm -> synchronised BatchNorm (sync_batchnorm.py) when world_size > 1,
+   so the statistics (and the loss) equal those of one process on the global batch, as SimCLR
+   and BYOL assume;
+3. `apply_activation_checkpointing` (`--train.activation_checkpointing=true`): each trainable
+   shard unit (ViT block, ResNet stage) recomputes its activations in backward. The composable
+   `checkpoint` keeps parameter names unchanged, so checkpoints do not depend on it;
+4. `apply_compile` (`--train.compile=true`): DDP compiles the whole backbone; the sharding
+   engines compile each shard unit, so FSDP2's and ZeRO-3's per-unit hooks stay outside the
+   compiled graphs.
 
-Order matters: compile must see the final module types (SyncBN) and run inside the DDP wrapper,
-so DDP's communication hooks stay outside the compiled graph.
+The engine then wraps the result (fastssl/parallel/engines/): DDP, FSDP2 `fully_shard` per shard
+unit and then the root, or `deepspeed.initialize`. Compile must see the final module types
+(SyncBN, checkpointed units), and run inside the data-parallel wrapper.
 """
 
 from __future__ import annotations
@@ -19,48 +26,55 @@ from torch import nn
 
 from fastssl.config import Config
 from fastssl.distributed import World
-from fastssl.errors import FastSSLError
+from fastssl.methods.base import SSLMethod
 from fastssl.parallel.sync_batchnorm import convert_sync_batchnorm
 
-STRATEGIES = ("ddp",)
+# `--dist.strategy` values, one engine each (fastssl/parallel/engines/).
+STRATEGIES = ("ddp", "fsdp", "deepspeed")
 
 
-def apply_memory_format(method: nn.Module, world: World) -> nn.Module:
-    if world.device.type == "cuda" and "resnet" in getattr(method.backbone, "name", ""):
+def apply_memory_format(method: SSLMethod, world: World) -> SSLMethod:
+    if world.device.type == "cuda" and not method.backbone.is_vit:
         method.to(memory_format=torch.channels_last)
     return method
 
 
-def apply_sync_bn(method: nn.Module, world: World) -> nn.Module:
-    if world.world_size > 1:
+def apply_sync_bn(method: SSLMethod, world: World) -> SSLMethod:
+    # A method may keep per-rank BN on purpose (MoCo v2's ShuffleBN): `sync_batchnorm = False`.
+    if world.world_size > 1 and getattr(method, "sync_batchnorm", True):
         method = convert_sync_batchnorm(method, world.device)
     return method
 
 
-def apply_compile(method: nn.Module) -> nn.Module:
-    method.backbone.compile()
+def trainable_units(method: SSLMethod) -> list[nn.Module]:
+    """Shard units with parameters that receive gradients (EMA targets' blocks excluded)."""
+    return [u for u in method.shard_units() if any(p.requires_grad for p in u.parameters())]
+
+
+def apply_activation_checkpointing(method: SSLMethod) -> SSLMethod:
+    from torch.distributed._composable import checkpoint
+
+    for unit in trainable_units(method):
+        checkpoint(unit)
     return method
 
 
-def apply_data_parallel(method: nn.Module, cfg: Config, world: World) -> nn.Module:
-    if cfg.dist.strategy not in STRATEGIES:
-        raise FastSSLError(f"dist.strategy={cfg.dist.strategy!r} is not available; use one of {', '.join(STRATEGIES)}")
-    if world.world_size == 1:
-        return method
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    device_ids = [world.device.index] if world.device.type == "cuda" else None
-    return DDP(method, device_ids=device_ids, broadcast_buffers=False)
+def apply_compile(method: SSLMethod, per_unit: bool) -> SSLMethod:
+    if per_unit:
+        for unit in method.shard_units():
+            unit.compile()
+    else:
+        method.backbone.compile()
+    return method
 
 
-def parallelize(method: nn.Module, cfg: Config, world: World) -> nn.Module:
-    """Returns the module to call in the training step; `unwrap` gives back the method."""
-    method = apply_memory_format(method, world) if cfg.train.channels_last else method
+def prepare(method: SSLMethod, cfg: Config, world: World, compile_per_unit: bool) -> SSLMethod:
+    """Steps 1-4 above; returns the method to shard or replicate (SyncBN may replace modules)."""
+    if cfg.train.channels_last:
+        method = apply_memory_format(method, world)
     method = apply_sync_bn(method, world)
+    if cfg.train.activation_checkpointing:
+        method = apply_activation_checkpointing(method)
     if cfg.train.compile:
-        method = apply_compile(method)
-    return apply_data_parallel(method, cfg, world)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+        method = apply_compile(method, per_unit=compile_per_unit)
+    return method

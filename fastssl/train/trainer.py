@@ -1,17 +1,16 @@
 """The pretraining loop: one function, `train(cfg)`, the same under `python` and `torchrun`.
 
-Per step: lr from the schedule -> forward under autocast -> non-finite guard (agreed across
-ranks) -> backward -> clip -> optimiser step -> the method's post-step hook (EMA targets).
-Checkpoints are written by rank 0 at `ckpt_every_steps` and at each epoch's end, and on SIGTERM
-/ SIGINT (e.g. SLURM preemption) at the next step boundary. `--resume` continues from the newest
-checkpoint in `train.out` at the exact step: the data order and augmentations are functions of
-(seed, epoch, index), the schedule is a function of the step, and RNG states are restored.
+The strategy (`--dist.strategy=ddp|fsdp|deepspeed`) is an engine (fastssl/parallel/engines/);
+each step is `train_step` (step.py), written once for all of them. Checkpoints are distributed
+(fastssl/checkpoint/): every rank writes its shards at `ckpt_every_steps`, at each epoch's end,
+and on SIGTERM / SIGINT (e.g. SLURM preemption) at the next step boundary. `--resume` continues
+from the newest complete checkpoint in `train.out`, chosen by rank 0, at the exact step, on any
+world size and strategy: the data order and augmentations are functions of (seed, epoch, index),
+the schedule is a function of the step, and RNG states are restored.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import signal
 import time
 from pathlib import Path
@@ -20,24 +19,28 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from fastssl.checkpoint import (
+    atomic_write_text,
+    check_resumable,
+    choose_checkpoint,
+    latest_checkpoint,
+    load_model_weights,
+    read_train_state,
+    save_checkpoint,
+    set_rng_state,
+    step_of,
+)
 from fastssl.config import Config, format_config, validate
 from fastssl.distributed import World, all_reduce_mean, destroy_distributed, init_distributed, is_dist
 from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
-from fastssl.methods.momentum import ema_update_
-from fastssl.parallel.parallelize import parallelize, unwrap
-from fastssl.train.checkpoint import (
-    atomic_write_text,
-    latest_checkpoint,
-    load_checkpoint,
-    load_model_state,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from fastssl.parallel.engines import Engine, build_engine, check_strategy
+from fastssl.train.bn_guard import BatchNormGuard
 from fastssl.train.metrics import MetricLogger
 from fastssl.train.optim import build_optimizer
+from fastssl.train.replicas import check_replicas
 from fastssl.train.schedule import lr_at, scaled_lr
+from fastssl.train.step import OK, STOPPED, train_step
 
 
 class _StopFlag:
@@ -65,45 +68,9 @@ class _StopFlag:
             signal.signal(s, h)
 
 
-def _precision(cfg: Config, device: torch.device) -> torch.dtype | None:
-    p = cfg.train.precision
-    if p == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    if p == "bf16":
-        return torch.bfloat16
-    if p == "fp32":
-        return None
-    raise FastSSLError(f"unknown train.precision '{p}'; use auto, bf16 or fp32")
-
-
-def _any_rank(flags: torch.Tensor) -> list[bool]:
-    """OR each flag across ranks with one collective (and one host sync) per step."""
-    if is_dist():
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    return [bool(f) for f in flags.tolist()]
-
-
-def check_replicas(method: torch.nn.Module, device: torch.device) -> None:
-    """Fail if any rank's weights (EMA targets and BN buffers included) differ from rank 0's.
-
-    A per-tensor float64 checksum is all-gathered: one small collective per checkpoint.
-    """
-    if not is_dist():
-        return
-    tensors = [*method.parameters(), *method.buffers()]
-    sums = torch.stack([t.detach().double().sum() for t in tensors]).to(device)
-    gathered = [torch.empty_like(sums) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, sums)
-    for r, g in enumerate(gathered[1:], start=1):
-        if not torch.equal(g, gathered[0]):
-            raise FastSSLError(
-                f"rank {r}'s weights differ from rank 0's; replicas diverged, so the run is not data-parallel. "
-                f"Check that every rank runs the same fastssl version and config"
-            )
-
-
-def _validate(cfg: Config, world: World) -> None:
+def validate_run(cfg: Config, world: World) -> None:
     validate(cfg)
+    check_strategy(cfg)
     if cfg.train.batch_size % world.world_size:
         raise FastSSLError(
             f"train.batch_size={cfg.train.batch_size} is not divisible by world size {world.world_size}; "
@@ -113,8 +80,26 @@ def _validate(cfg: Config, world: World) -> None:
         raise FastSSLError("nothing to train: set --train.epochs or --train.max_steps to at least 1")
 
 
+def _decide_start(cfg: Config, out: Path, world: World) -> Path | None:
+    """Rank 0 decides what to resume from (or that the folder is taken); every rank gets the answer."""
+    decision: list[Any] = [None, None]
+    if world.is_main:
+        found = latest_checkpoint(out)
+        if cfg.train.resume:
+            decision[0] = str(found) if found else None
+            if found is None:
+                print(f"fastssl: no checkpoint in {out}/checkpoints yet; starting from step 0", flush=True)
+        elif found is not None:
+            decision[1] = f"{out} already holds checkpoints; pass --resume to continue it or choose another --train.out"
+    if is_dist():
+        dist.broadcast_object_list(decision, src=0)
+    if decision[1]:
+        raise FastSSLError(decision[1])
+    return Path(decision[0]) if decision[0] else None
+
+
 def train(cfg: Config) -> dict[str, Any]:
-    """Pretrain with `cfg`; returns the final summary (also logged). Rank 0 writes all files."""
+    """Pretrain with `cfg`; returns the final summary (also logged). Rank 0 writes all logs."""
     world = init_distributed(cfg.dist.backend, cfg.train.device, cfg.dist.timeout_s)
     try:
         return _train(cfg, world)
@@ -125,21 +110,18 @@ def train(cfg: Config) -> dict[str, Any]:
 def _train(cfg: Config, world: World) -> dict[str, Any]:
     from fastssl.data import build_pretrain_loader
 
-    _validate(cfg, world)
+    validate_run(cfg, world)
+    engine = build_engine(cfg, world)  # fails here, before any work, if e.g. DeepSpeed is missing
     out = Path(cfg.train.out)
-    resume_from = latest_checkpoint(out) if cfg.train.resume else None
-    if cfg.train.resume and resume_from is None and world.is_main:
-        print(f"fastssl: no checkpoint in {out}/checkpoints yet; starting from step 0", flush=True)
+    resume_from = _decide_start(cfg, out, world)
     if world.is_main:
         print(format_config(cfg), flush=True)
-        if not resume_from and (out / "config.json").exists() and any((out / "checkpoints").glob("step_*.pt")):
-            raise FastSSLError(f"{out} already holds checkpoints; pass --resume to continue it or choose another --train.out")
         atomic_write_text(cfg.to_json() + "\n", out / "config.json")
 
     torch.manual_seed(cfg.train.seed)
     method = build_method(cfg).to(world.device)
-    loader = build_pretrain_loader(cfg, world)
-    if getattr(method, "needs_pairs", False) and loader.batch_size < 2:
+    loader = build_pretrain_loader(cfg, world, views=type(method).view_spec(cfg))
+    if method.needs_pairs and loader.batch_size < 2:
         raise FastSSLError(
             f"{cfg.method.name} needs at least 2 images per rank for negatives, got {loader.batch_size}; "
             f"raise --train.batch_size to at least {2 * world.world_size}"
@@ -151,64 +133,48 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
     method.configure_schedule(steps_per_epoch, total_steps)
     peak_lr = scaled_lr(cfg.optim, cfg.train.batch_size)
     warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
-    optimizer = build_optimizer(method, cfg.optim, peak_lr)
 
-    step, bad_steps = 0, 0
+    step, bad_steps, resumed = 0, 0, None
     if resume_from is not None:
-        state = load_checkpoint(resume_from, map_location=world.device)
-        load_model_state(method, state["model"], state["config"], cfg, str(resume_from))
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        step, bad_steps = state["step"], state.get("bad_steps", 0)
+        resumed = read_train_state(resume_from)
+        if resumed["legacy"]:
+            raise FastSSLError(f"{resume_from} is a single-file checkpoint of an older fastssl; resume is only "
+                               f"possible from checkpoints/step_* folders (use it with `fastssl eval` or start afresh)")
+        check_resumable(resumed["config"], cfg, str(resume_from))
+        load_model_weights(method, resume_from)  # full weights, before the engine shards them
+    engine.wrap(method, lambda m: build_optimizer(m, cfg.optim, peak_lr))
+    method = engine.method
+    if world.is_main:
+        print(f"fastssl: {engine.describe()}", flush=True)
+    if resumed is not None:
+        engine.load_optimizer_state(resume_from)
+        rngs = resumed["rng"]
+        set_rng_state(rngs[world.rank] if world.rank < len(rngs) else rngs[0])
+        step, bad_steps = resumed["step"], resumed.get("bad_steps", 0)
         if world.is_main:
-            print(f"fastssl: resumed from {resume_from} at step {step}", flush=True)
+            print(f"fastssl: resumed from {resume_from} (written by {resumed.get('strategy')} on "
+                  f"{resumed.get('world_size')} process(es)) at step {step}", flush=True)
 
-    model = parallelize(method, cfg, world)
-    amp_dtype = _precision(cfg, world.device)
+    guard = BatchNormGuard(method)
     log = MetricLogger(out, enabled=world.is_main, tensorboard=cfg.train.tensorboard,
                        progress=cfg.train.progress, total_steps=total_steps, initial_step=step)
-    views_per_image = None
     images_seen, t_start = 0, time.perf_counter()
     last_ckpt = resume_from
 
     def checkpoint(epoch_of_step: int) -> None:
         nonlocal last_ckpt
-        check_replicas(method, world.device)
-        if world.is_main:
-            last_ckpt = save_checkpoint(out, {
-                "config": cfg.to_dict(), "step": step, "epoch": epoch_of_step,
-                "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": rng_state(), "bad_steps": bad_steps,
-            }, step, cfg.train.keep_last)
-        if is_dist():
-            dist.barrier()
-
-    # A skipped step must leave no trace: its forward already moved the BatchNorm running
-    # statistics (possibly to NaN), so each step snapshots them into storage allocated once.
-    buffers = list(method.buffers())
-    saved_buffers = [b.detach().clone() for b in buffers]
-    max_norm = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else math.inf
-
-    def skip_step(what: str) -> None:
-        nonlocal bad_steps
-        torch._foreach_copy_(buffers, saved_buffers)
-        optimizer.zero_grad(set_to_none=True)
-        bad_steps += 1
-        log.write(f"fastssl: non-finite {what} at step {step}; skipped ({bad_steps} in a row)")
-        if bad_steps >= cfg.train.max_bad_steps:
-            kept = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-            log.close()
-            raise FastSSLError(
-                f"loss was not finite for {bad_steps} steps in a row (step {step}); {kept}; "
-                f"lower --optim.base_lr, set --optim.clip_grad, or use --train.precision=fp32"
-            )
+        check_replicas(engine)
+        last_ckpt = save_checkpoint(out, step, engine.model_state(), engine.optimizer_state(), {
+            "config": cfg.to_dict(), "step": step, "epoch": epoch_of_step, "bad_steps": bad_steps,
+            "strategy": cfg.dist.strategy, "zero_stage": cfg.dist.zero_stage, "world_size": world.world_size,
+        }, cfg.train.keep_last)
 
     stopped_by: int | None = None
     with _StopFlag() as stop:
         while step < total_steps:
             epoch, start_in_epoch = divmod(step, steps_per_epoch)
             loader.set_epoch(epoch, start_in_epoch)
-            model.train()
+            engine.model.train()
             t_step = time.perf_counter()
             batches = 0
             for views, _labels in loader:
@@ -218,53 +184,41 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                 views = [v.to(world.device, non_blocking=True) for v in views]
                 if world.device.type == "cuda" and cfg.train.channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-                views_per_image = len(views)
                 lr = lr_at(step, total_steps, warmup_steps, peak_lr, cfg.optim.min_lr_ratio)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                torch._foreach_copy_(saved_buffers, buffers)
-                with (torch.autocast(world.device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()):
-                    outputs = model(views, step=step, max_steps=total_steps)
-                loss = outputs["loss"]
-                optimizer.zero_grad(set_to_none=True)
-                stop_now = 1.0 if stop.signum is not None else 0.0
-                flags = torch.stack([(~torch.isfinite(loss.detach())).float(), torch.tensor(stop_now, device=loss.device)])
-                bad_loss, stop_requested = _any_rank(flags)
-                if stop_requested:
+                result = train_step(engine, method, views, step, total_steps, epoch, lr, guard,
+                                    stop_requested=stop.signum is not None)
+                if result.status == STOPPED:
                     stopped_by = stop.signum or signal.SIGTERM
                     break
-                if bad_loss:
-                    skip_step("loss")
+                if result.status != OK:
+                    bad_steps += 1
+                    log.write(f"fastssl: non-finite {result.status} at step {step}; skipped ({bad_steps} in a row)")
+                    if bad_steps >= cfg.train.max_bad_steps:
+                        kept = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+                        log.close()
+                        raise FastSSLError(
+                            f"loss was not finite for {bad_steps} steps in a row (step {step}); {kept}; "
+                            f"lower --optim.base_lr, set --optim.clip_grad, or use --train.precision=fp32"
+                        )
                     step += 1  # the schedule moves on, as a skipped batch is consumed data
                     continue
-                loss.backward()
-                method.after_backward(step, epoch)
-                grad_norm = torch.nn.utils.clip_grad_norm_(method.parameters(), max_norm)
-                if not torch.isfinite(grad_norm):
-                    skip_step("gradient")
-                    step += 1
-                    continue
-                optimizer.step()
                 bad_steps = 0
-                m = method.momentum_at(step, total_steps) if method.momentum_pairs() else 0.0
-                for online, target in method.momentum_pairs():
-                    ema_update_(target, online, m)
-                method.commit_step(step, total_steps)
                 step += 1
+                outputs = result.outputs
                 n_img = views[0].shape[0] * world.world_size
                 images_seen += n_img
                 now = time.perf_counter()
                 dt, t_step = now - t_step, now
-                log.progress(1, loss=loss.detach(), lr=lr, img_s=n_img / max(dt, 1e-9))
+                log.progress(1, loss=outputs["loss"].detach(), lr=lr, img_s=n_img / max(dt, 1e-9))
                 if step % cfg.train.log_every == 0 or step == total_steps:
                     elapsed = now - t_start
                     # Mean over ranks, so the logged loss is the global batch's on every world size.
                     names = list(outputs)
                     means = all_reduce_mean(torch.stack([outputs[k].detach().float().to(world.device) for k in names]))
                     scalars = dict(zip(names, means.tolist()))
-                    log.log(step, {**scalars, "lr": lr, "epoch": epoch, "grad_norm": grad_norm.detach(),
+                    log.log(step, {**scalars, "lr": lr, "epoch": epoch, "grad_norm": result.grad_norm,
                                    "images_per_s": images_seen / elapsed,
-                                   "views_per_s": images_seen * views_per_image / elapsed})
+                                   "views_per_s": images_seen * len(views) / elapsed})
                 if cfg.train.ckpt_every_steps and step % cfg.train.ckpt_every_steps == 0:
                     checkpoint(epoch)
             if stopped_by is not None:
@@ -272,7 +226,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
             if batches == 0:
                 raise FastSSLError(f"the data loader yielded no batches in epoch {epoch}; check --data.path and --data.limit")
             if step % steps_per_epoch == 0 or step >= total_steps:
-                if last_ckpt is None or not str(last_ckpt).endswith(f"step_{step:08d}.pt"):
+                if last_ckpt is None or step_of(last_ckpt) != step:
                     checkpoint(epoch)
     if stopped_by is not None:
         checkpoint(step // max(steps_per_epoch, 1))
@@ -284,8 +238,8 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
     elapsed = time.perf_counter() - t_start
     summary: dict[str, Any] = {"step": step, "checkpoint": str(last_ckpt), "seconds": round(elapsed, 2),
                                "images_per_s": round(images_seen / max(elapsed, 1e-9), 2)}
-    if cfg.train.knn_at_end and world.is_main:
-        knn = _knn_at_end(unwrap(model), cfg, world)
+    if cfg.train.knn_at_end:
+        knn = knn_at_end(engine, cfg, world)  # every rank: under sharding the forward is collective
         summary["knn_top1"] = knn["top1"]
         log.log(step, knn, kind="knn")
     log.log(step, summary, kind="summary")
@@ -294,13 +248,32 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
     return summary
 
 
-def _knn_at_end(method: torch.nn.Module, cfg: Config, world: World) -> dict[str, Any]:
-    """kNN on held-out data: `data.test_path`, else the dataset's own held-out split."""
-    from fastssl.data.sources import open_eval_sources
+class _EngineBackbone(torch.nn.Module):
+    """The trained backbone as a module for the evaluators, forwarding through the engine."""
+
+    def __init__(self, engine: Engine):
+        super().__init__()
+        self._engine = [engine]  # a list, so it is not registered as a submodule (no .to / state)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._engine[0].eval_forward(images)
+
+    def train(self, mode: bool = True) -> "_EngineBackbone":
+        self._engine[0].model.train(mode)
+        return super().train(mode)
+
+
+def knn_at_end(engine: Engine, cfg: Config, world: World) -> dict[str, Any]:
+    """kNN on held-out data (`data.test_path`, else the dataset's own held-out split).
+
+    Every rank runs it on the same images, so the engine's collective eval forward lines up; the
+    kNN itself is cheap next to the features and is computed on each rank alike.
+    """
+    from fastssl.data import open_eval_sources
     from fastssl.eval.knn import knn_eval
 
     train_src, test_src = open_eval_sources(cfg.data)
     # A run limited to N images is a quick one: its kNN bank is those N images, not the full set.
     train_src = train_src.head(cfg.eval.knn_train_limit or cfg.data.limit)
     test_src = test_src.head(cfg.eval.knn_test_limit)
-    return knn_eval(method, train_src, test_src, cfg, world.device)
+    return knn_eval(_EngineBackbone(engine), train_src, test_src, cfg, world.device)

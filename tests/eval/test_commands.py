@@ -8,7 +8,7 @@ import torch
 from fastssl.config import Config
 from fastssl.errors import FastSSLError
 from fastssl.eval.commands import add_parser
-from fastssl.data.sources import open_source
+from fastssl.data import open_source
 from fastssl.eval.features import build_random_method, source_features
 from fastssl.eval.knn import knn_accuracy
 from fastssl.train.checkpoint import load_pretrained, save_checkpoint

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from fastssl.config import Config
-from fastssl.data.sources import open_source
+from fastssl.data import open_source
 from fastssl.errors import FastSSLError
 from fastssl.eval.features import (
     build_random_method,

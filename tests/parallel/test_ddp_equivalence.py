@@ -10,7 +10,7 @@ import torch
 
 from fastssl.config import Config
 from fastssl.methods import build_method
-from fastssl.train.checkpoint import latest_checkpoint, load_checkpoint
+from fastssl.checkpoint import latest_checkpoint, load_checkpoint
 from tests.train.conftest import tiny_overrides
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

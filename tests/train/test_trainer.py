@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from fastssl.errors import FastSSLError
-from fastssl.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from fastssl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from fastssl.checkpoint.layout import COMPLETE
 from fastssl.train.trainer import train
 from tests.train.conftest import tiny_overrides
 
@@ -30,7 +32,7 @@ def test_train_writes_config_checkpoints_and_metrics(tiny_cfg, tmp_path):
     out = tmp_path / "run"
     assert summary["step"] == 6
     assert json.loads((out / "config.json").read_text())["train"]["batch_size"] == 16
-    assert [p.name for p in list_checkpoints(out)] == ["step_00000006.pt"]
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000006"]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_records = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train_records] == [1, 2, 3, 4, 5, 6]
@@ -48,8 +50,8 @@ def test_resume_in_process_equals_uninterrupted(tiny_cfg, tmp_path):
     # "Interrupt" after epoch 1 by keeping only the first epoch's checkpoint, then resume.
     train(tiny_cfg("--train.ckpt_every_steps=1", "--train.keep_last=10", out=tmp_path / "part"))
     for p in list_checkpoints(tmp_path / "part")[4:]:
-        p.unlink()
-    assert latest_checkpoint(tmp_path / "part").name == "step_00000004.pt"  # mid-epoch 2
+        shutil.rmtree(p)
+    assert latest_checkpoint(tmp_path / "part").name == "step_00000004"  # mid-epoch 2
     summary = train(tiny_cfg("--train.resume=true", out=tmp_path / "part"))
     assert summary["step"] == 6
     _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "part"))
@@ -83,8 +85,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_cfg, tmp_path):
     proc.wait()
     killed_at = int(latest_checkpoint(tmp_path / "killed").stem.split("_")[1])
     assert 10 <= killed_at < 120
-    # No torn or temporary files are left behind by the kill.
-    assert all(p.name.startswith("step_") for p in (tmp_path / "killed" / "checkpoints").iterdir())
+    # Every checkpoint folder resume could pick is complete; a save the kill cut short stays in
+    # a .tmp-step_* folder that nothing reads.
+    for p in (tmp_path / "killed" / "checkpoints").iterdir():
+        assert (p / COMPLETE).is_file() if p.name.startswith("step_") else p.name.startswith(".tmp-step_")
     resumed = train(tiny_cfg(*long, "--train.resume=true", out=tmp_path / "killed"))
     full = train(tiny_cfg(*long, out=tmp_path / "full"))
     assert resumed["step"] == full["step"] == 120
@@ -126,13 +130,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path
 
     monkeypatch.setattr(trainer_mod, "build_method", build_poisoned)
     cfg = tiny_cfg("--train.ckpt_every_steps=1", "--train.max_bad_steps=3", "--train.keep_last=5")
-    with pytest.raises(FastSSLError, match=r"not finite for 3 steps.*last good checkpoint is .*step_0000000[23]\.pt"):
+    with pytest.raises(FastSSLError, match=r"not finite for 3 steps.*last good checkpoint is .*step_0000000[23]"):
         train(cfg)
     # Skipped steps never update weights, so every kept checkpoint is finite and resumable.
     for ckpt in list_checkpoints(tmp_path / "run"):
         assert all(torch.isfinite(t).all() for t in load_checkpoint(ckpt)["model"].values() if t.is_floating_point())
     _assert_same_weights(load_checkpoint(list_checkpoints(tmp_path / "run")[-1])["model"],
-                         load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002.pt")["model"])
+                         load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002")["model"])
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in records) == 2
 
@@ -144,10 +148,11 @@ def test_batch_too_small_for_contrastive_loss(tiny_cfg):
 
 def test_existing_run_is_not_overwritten(tiny_cfg, tmp_path):
     train(tiny_cfg("--train.epochs=1"))
-    before = latest_checkpoint(tmp_path / "run").read_bytes()
+    ckpt = latest_checkpoint(tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in ckpt.iterdir()}
     with pytest.raises(FastSSLError, match="--resume"):
         train(tiny_cfg("--train.epochs=1"))
-    assert latest_checkpoint(tmp_path / "run").read_bytes() == before
+    assert latest_checkpoint(tmp_path / "run") == ckpt and {p.name: p.read_bytes() for p in ckpt.iterdir()} == before
 
 
 def test_resume_with_another_model_fails_clearly(tiny_cfg):

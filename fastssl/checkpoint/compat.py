@@ -1,0 +1,48 @@
+"""Whether a checkpoint may be resumed by this run's config.
+
+A resume may change how the run proceeds (a larger `train.max_steps` or `train.epochs`, another
+`dist.strategy`, world size, `train.ckpt_every_steps` ...) but not what is trained: every key of
+the `model` and `method` sections, and `optim.name` (its state could not be restored), must be
+the checkpoint's. The first key that differs is named.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastssl.config import Config
+from fastssl.errors import FastSSLError
+
+_SECTIONS = ("model", "method")
+
+
+def _norm(x: Any) -> Any:
+    return json.loads(json.dumps(x))  # tuples and lists compare equal, as in config.json
+
+
+def differing_keys(ckpt_cfg: dict[str, Any], cfg: Config) -> list[tuple[str, Any, Any]]:
+    """[(section.key, checkpoint's value, this run's value)] over the model-defining keys."""
+    ours = _norm(cfg.to_dict())
+    theirs = _norm(ckpt_cfg)
+    diffs = []
+    for section in _SECTIONS:
+        a, b = theirs.get(section, {}), ours.get(section, {})
+        keys = ["name"] if a.get("name") != b.get("name") else sorted(set(a) | set(b))
+        diffs += [(f"{section}.{k}", a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)]
+    if theirs.get("optim", {}).get("name") != ours["optim"]["name"]:
+        diffs.append(("optim.name", theirs.get("optim", {}).get("name"), ours["optim"]["name"]))
+    return diffs
+
+
+def check_resumable(ckpt_cfg: dict[str, Any], cfg: Config, path: str) -> None:
+    diffs = differing_keys(ckpt_cfg, cfg)
+    if not diffs:
+        return
+    key, theirs, ours = diffs[0]
+    held = f"{ckpt_cfg.get('method', {}).get('name')}/{ckpt_cfg.get('model', {}).get('name')}"
+    built = f"{cfg.method.name}/{cfg.model.name}"
+    raise FastSSLError(
+        f"checkpoint {path} holds a {held} model but this run builds {built}: --{key} is {theirs!r} there and "
+        f"{ours!r} here; resume with --{key}={theirs} or use a fresh --train.out"
+    )

@@ -1,0 +1,215 @@
+"""Saving and loading distributed checkpoints with torch.distributed.checkpoint (DCP).
+
+One DCP state dict per checkpoint, the same for every strategy (DCP flattens it to dotted keys):
+
+    model.<name>          each parameter and persistent buffer of the single-device method, by its
+                          own name (no `module.` / `_orig_mod.` wrappers): DTensor shards under
+                          FSDP2, full tensors under DDP and DeepSpeed (DCP writes each once);
+    optim.<name>.<key>    that parameter's optimizer state (exp_avg, momentum_buffer, LARS' mu: the
+                          parameter's full logical shape, sharded or not; AdamW's step: 0-d).
+
+Method state that is not a weight (MoCo's queue, DINO's centre) is a buffer, so it is in `model`.
+`train_state.pt` (rank 0) holds the step, epoch, bad-step count, config, strategy and every
+rank's RNG state. Since names and logical shapes never depend on the strategy, DCP reshards on
+load: any checkpoint loads under any strategy and world size, and on one process without a
+process group (`read_tensors`, for `fastssl eval` and `fastssl export`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from fastssl.checkpoint.layout import TRAIN_STATE, prepare_tmp, publish, resolve_checkpoint, tmp_dir
+from fastssl.checkpoint.rng import rng_state
+from fastssl.errors import FastSSLError
+
+FORMAT = "fastssl-ckpt-v2"
+LEGACY_FORMAT = "fastssl-ckpt-v1"
+
+
+def _dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _barrier() -> None:
+    if _dist():
+        dist.barrier()
+
+
+def _rank() -> int:
+    return dist.get_rank() if _dist() else 0
+
+
+@contextlib.contextmanager
+def _single_process_is_intended():
+    """DCP warns on every save/load without a process group; one process is what we mean then."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def save_checkpoint(out: str | Path, step: int, model: dict[str, torch.Tensor],
+                    optim: dict[str, dict[str, torch.Tensor]], train_state: dict[str, Any], keep_last: int) -> Path:
+    """Collective: every rank writes its shards; rank 0 publishes `checkpoints/step_N/` atomically."""
+    import torch.distributed.checkpoint as dcp
+
+    if _rank() == 0:
+        prepare_tmp(out, step)
+    _barrier()
+    tmp = tmp_dir(out, step)
+    with _single_process_is_intended():
+        dcp.save({"model": model, "optim": optim}, checkpoint_id=str(tmp), no_dist=not _dist())
+    rngs = [None] * (dist.get_world_size() if _dist() else 1)
+    if _dist():
+        dist.all_gather_object(rngs, rng_state())
+    else:
+        rngs[0] = rng_state()
+    if _rank() == 0:
+        with open(tmp / TRAIN_STATE, "wb") as f:
+            torch.save({"format": FORMAT, **train_state, "rng": rngs}, f)
+            f.flush()
+    _barrier()  # every rank's files are written before the folder becomes visible
+    final = publish(out, step, keep_last) if _rank() == 0 else None
+    _barrier()
+    return final or (Path(out) / "checkpoints" / f"step_{step:08d}")
+
+
+def choose_checkpoint(out: str | Path) -> Path | None:
+    """Rank 0 picks the newest complete checkpoint and tells every rank, so they never disagree."""
+    from fastssl.checkpoint.layout import latest_checkpoint
+
+    choice = [str(latest_checkpoint(out) or "") if _rank() == 0 else None]
+    if _dist():
+        dist.broadcast_object_list(choice, src=0)
+    return Path(choice[0]) if choice[0] else None
+
+
+def _is_legacy(path: Path) -> bool:
+    return path.is_file()
+
+
+def _load_legacy(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        raise FastSSLError(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or not a fastssl checkpoint") from None
+    if not isinstance(state, dict) or state.get("format") != LEGACY_FORMAT:
+        raise FastSSLError(f"{path} is not a fastssl checkpoint; pass a run folder or a checkpoints/step_* folder written by `fastssl train`")
+    return state
+
+
+def read_train_state(path: str | Path) -> dict[str, Any]:
+    """step, epoch, bad_steps, config, strategy, world_size, rng (a list, one per rank), path."""
+    path = resolve_checkpoint(path)
+    if _is_legacy(path):
+        state = _load_legacy(path)
+        return {**{k: v for k, v in state.items() if k not in ("model", "optimizer")},
+                "rng": [state.get("rng")], "path": str(path), "legacy": True}
+    try:
+        state = torch.load(path / TRAIN_STATE, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise FastSSLError(f"cannot read {path / TRAIN_STATE} ({type(e).__name__}); the checkpoint is corrupt") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise FastSSLError(f"{path} is not a fastssl checkpoint (format {FORMAT}); pass one written by `fastssl train`")
+    return {**state, "path": str(path), "legacy": False}
+
+
+def tensor_metadata(path: Path) -> dict[str, Any]:
+    """DCP's index: flattened key -> TensorStorageMetadata (size, dtype) or BytesStorageMetadata."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        return FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    except Exception as e:  # noqa: BLE001
+        raise FastSSLError(f"cannot read the DCP index of {path} ({type(e).__name__}); the checkpoint is corrupt") from None
+
+
+def load_in_place(path: Path, state: dict[str, Any]) -> None:
+    """dcp.load into `state`'s tensors (collective when a process group exists)."""
+    import torch.distributed.checkpoint as dcp
+
+    with _single_process_is_intended():
+        dcp.load(state, checkpoint_id=str(path), no_dist=not _dist())
+
+
+def check_matches(path: Path, section: str, template: dict[str, Any], what: str, strict: bool = True) -> dict[str, Any]:
+    """`template` restricted to what the checkpoint holds, after checking every logical shape.
+
+    strict: every tensor of `template` must be there. Otherwise entries the checkpoint lacks are
+    dropped (optimizer state of a parameter that had no gradient yet when it was saved).
+    """
+    meta = tensor_metadata(path)
+
+    def keep(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                sub = keep(f"{prefix}{k}.", v)
+                if sub:
+                    out[k] = sub
+                continue
+            m = meta.get(f"{prefix}{k}")
+            if m is None:
+                if strict:
+                    raise FastSSLError(f"checkpoint {path} has no {prefix}{k}; it was written for another {what}")
+                continue
+            if tuple(m.size) != tuple(v.shape):
+                raise FastSSLError(f"checkpoint {path} holds {prefix}{k} of shape {tuple(m.size)}, this run's is "
+                                   f"{tuple(v.shape)}; it was written for another {what}")
+            out[k] = v
+        return out
+
+    return keep(f"{section}.", template)
+
+
+def load_model_weights(method: torch.nn.Module, path: str | Path) -> None:
+    """Load every parameter and persistent buffer of the single-device `method` in place."""
+    path = resolve_checkpoint(path)
+    if _is_legacy(path):
+        method.load_state_dict(_load_legacy(path)["model"], strict=True)
+        return
+    template = method.state_dict()
+    check_matches(path, "model", template, "model")
+    load_in_place(path, {"model": template})
+    # state_dict() shares storage with the parameters and buffers; this also covers any that it copied.
+    method.load_state_dict(template, strict=True)
+
+
+def has_optimizer_state(path: Path) -> bool:
+    return any(k.startswith("optim.") for k in tensor_metadata(path))
+
+
+def read_tensors(path: str | Path, prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """The full tensors under `prefix` (prefix stripped), on this process alone, with no model built."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    path = resolve_checkpoint(path)
+    if _is_legacy(path):
+        flat = {f"model.{k}": v for k, v in _load_legacy(path)["model"].items()}
+        return {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+    meta = tensor_metadata(path)
+    state = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in meta.items()
+             if k.startswith(prefix) and isinstance(m, TensorStorageMetadata)}
+    if not state:
+        raise FastSSLError(f"checkpoint {path} holds no tensors under '{prefix}'")
+    # No process group involved, whatever the caller's: one process reads every shard.
+    with _single_process_is_intended():
+        dcp.load(state, checkpoint_id=str(path), no_dist=True)
+    return {k[len(prefix):]: v for k, v in state.items()}
+
+
+def load_checkpoint(path: str | Path, optimizer: bool = False) -> dict[str, Any]:
+    """A checkpoint read whole on this process: its train state plus `model` ({name: full tensor})
+    and, with `optimizer=True`, `optim` ({"<name>.<key>": full tensor})."""
+    state = read_train_state(path)
+    state["model"] = read_tensors(state["path"], "model.")
+    if optimizer and not state["legacy"]:
+        state["optim"] = read_tensors(state["path"], "optim.") if has_optimizer_state(Path(state["path"])) else {}
+    return state

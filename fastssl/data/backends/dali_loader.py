@@ -1,0 +1,308 @@
+"""`data.backend=dali | dali-cpu`: a PretrainLoader over the DALI pipelines of dali_pipeline.py.
+
+Which reader runs:
+- webdataset tars (no ImageSource; `build_dali_webdataset_loader`): `fn.readers.webdataset`,
+  sharded by DALI (shard_id = (rank + epoch) % world, so ranks rotate through the shards),
+  shuffled with a 1024-sample buffer seeded per (seed, rank, epoch);
+- sources whose images are files (image folders, file lists): `fn.readers.file` over this
+  rank's `rank_plan` order;
+- everything else (npz shards, digits, torchvision sets): `fn.external_source` fed from
+  `ImageSource.encoded` by a Python callable.
+
+The backend ("dali" or "dali-cpu") is passed in, already resolved; the views come from the
+ViewSpec, one pipeline output per view.
+
+Position and resume. `set_epoch(e, start_step)` is exact for the feeder and file readers: the
+order is `rank_plan(seed, e)` and reading starts at start_step. The feeder pipeline lives across
+epochs (its prefetch runs into the next epoch); it is rebuilt only when set_epoch asks for a
+position other than the next one. File-reader pipelines are rebuilt each epoch (milliseconds on
+CPU; decoder setup on GPU). Webdataset resumes exactly too, but by decoding and discarding
+start_step batches. Augmentation randomness is re-seeded from (seed, rank, epoch, step) at every
+build, so a resumed run sees the same images in the same order with fresh augmentations.
+
+Corrupt images. The feeder checks each image's signature before DALI sees it. When DALI still
+fails to decode (e.g. a truncated JPEG), the batches in flight are decoded with Pillow to find
+the culprit: without `data.skip_corrupt` that raises FastSSLError naming the file, with it the
+file is replaced by the next good image of the plan (same step count on every rank) and the
+pipeline is rebuilt at the failed step. Webdataset tars cannot be re-planned, so a corrupt image
+there raises an error naming the tar files (`fastssl data convert --validate` drops bad images).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from fastssl.config import Config
+from fastssl.data.backends import dali_pipeline as dp
+from fastssl.data.backends.sharding import check_start_step, per_rank_batch_size, rank_plan, step_seed, steps_per_epoch
+from fastssl.data.dtypes import output_dtype
+from fastssl.data.sources.base import ImageSource, source_paths
+from fastssl.data.sources.decode import decodes
+from fastssl.data.sources.webdataset import count_wds_samples
+from fastssl.data.views import ViewSpec, check_spec
+from fastssl.distributed import World
+from fastssl.errors import FastSSLError
+
+DALI_BACKENDS = ("dali", "dali-cpu")
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except (ImportError, OSError):  # OSError: a wheel whose CUDA libraries do not load
+        return False
+    return True
+
+
+def dali_unavailable_reason(backend: str, device: torch.device) -> str | None:
+    """Why `backend` ("dali" | "dali-cpu") cannot run here, as a one-line fix; None if it can."""
+    if not dali_available():
+        return (
+            f"--data.backend={backend} needs NVIDIA DALI: `pip install fastssl[dali]` "
+            "(or use --data.backend=torch)"
+        )
+    if backend == "dali" and device.type != "cuda":
+        return (
+            f"--data.backend=dali needs a CUDA GPU (the device is {device.type}); "
+            "use --data.backend=dali-cpu or --data.backend=torch"
+        )
+    return None
+
+
+def _substitute(plan: np.ndarray, skip: set[int]) -> np.ndarray:
+    """Replace skipped indices by the next good one of the plan (keeps the length)."""
+    if not skip:
+        return plan
+    good = np.array([i for i in plan if int(i) not in skip], dtype=np.int64)
+    if len(good) == 0:
+        raise FastSSLError("every image of this rank's shard is corrupt; check --data.path")
+    out = plan.copy()
+    g = 0
+    for k, i in enumerate(plan):
+        if int(i) in skip:
+            out[k] = good[g % len(good)]
+            g += 1
+    return out
+
+
+class DaliLoader:
+    """PretrainLoader: yields `(views, labels)`; views `[B, 3, S, S]` in cfg.data.dtype on world.device."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        world: World,
+        *,
+        backend: str,
+        spec: ViewSpec,
+        mode: str,
+        num_images: int,
+        labels: np.ndarray | None = None,
+        paths: list[str] | None = None,
+        source: ImageSource | None = None,
+        tars: list[str] | None = None,
+    ):
+        self.cfg, self.world, self.mode = cfg, world, mode
+        self.backend, self.spec = backend, spec
+        self.seed = cfg.train.seed
+        self.batch_size = per_rank_batch_size(cfg.train.batch_size, world.world_size)
+        self.num_images = num_images
+        self.labels = labels
+        self.paths, self.source, self.tars = paths, source, tars
+        cpu = backend == "dali-cpu"
+        self.device_id = None if cpu else (world.device.index if world.device.index is not None else world.local_rank)
+        self.out_dtype = output_dtype(cfg.data.dtype)
+        self.num_views = len(spec.views)
+        self.prefetch = 2
+        self.skip: set[int] = set()
+        self._epoch, self._start = 0, 0
+        self._pipe = None
+        self._it = None
+        self._it_pos: tuple[int, int] | None = None  # (epoch, step) the live iterator yields next
+        self._feeder: dp.ExternalFeeder | None = None
+        self._fed: np.ndarray | None = None  # files mode: index order of the live pipeline
+        self._fed_from = 0
+        if len(self) == 0:
+            raise FastSSLError(
+                f"{num_images} images make no full batch of {self.batch_size} per rank on "
+                f"{world.world_size} rank(s); lower --train.batch_size or add data"
+            )
+
+    # --- PretrainLoader ------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return steps_per_epoch(self.num_images, self.world.world_size, self.batch_size)
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        check_start_step(start_step, len(self))
+        self._epoch, self._start = epoch, start_step
+
+    def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        epoch, step = self._epoch, self._start
+        steps = len(self)
+        while step < steps:
+            it = self._iterator_at(epoch, step)
+            try:
+                out = next(it)[0]
+            except StopIteration:
+                raise RuntimeError("DALI iterator ended early; this is a bug in fastssl") from None
+            except Exception as exc:
+                self._recover(exc, epoch, step)
+                continue
+            step += 1
+            nxt = (epoch, step) if step < steps else (epoch + 1, 0)
+            self._epoch, self._start = nxt
+            # Only the feeder carries on into the next epoch; reader pipelines hold one epoch's order.
+            self._it_pos = nxt if step < steps or self.mode == "external" else None
+            self._warn_skipped()
+            yield self._to_torch(out)
+
+    # --- pipelines -----------------------------------------------------------------------------
+
+    def _plan(self, epoch: int) -> np.ndarray:
+        w = self.world
+        return rank_plan(self.num_images, w.world_size, w.rank, self.batch_size, self.seed, epoch)
+
+    def _iterator_at(self, epoch: int, step: int):
+        if self._it is not None and self._it_pos == (epoch, step):
+            return self._it
+        self._close()
+        seed = step_seed(self.seed, self.world.rank, epoch, step)
+        discard = 0
+        if self.mode == "external":
+            src = self.source
+            self._feeder = dp.ExternalFeeder(
+                src.encoded, self.labels, src.name, self._plan, self.batch_size, epoch, step,
+                self.cfg.data.skip_corrupt, self.skip,
+            )
+            read = dp.external_reader(self._feeder)
+        elif self.mode == "files":
+            self._fed = _substitute(self._plan(epoch), self.skip)[step * self.batch_size :]
+            self._fed_from = step
+            read = dp.files_reader([self.paths[i] for i in self._fed], self.labels[self._fed])
+        else:
+            w = self.world
+            read = dp.webdataset_reader(self.tars, (w.rank + epoch) % w.world_size, w.world_size, seed)
+            discard = step
+        self._pipe = dp.build_pipeline(
+            read, self.spec, self.cfg.data.dtype, batch=self.batch_size, device_id=self.device_id, seed=seed,
+            num_threads=self.cfg.data.num_workers, prefetch=self.prefetch,
+        )
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+        names = [f"view{k}" for k in range(self.num_views)] + ["labels"]
+        # size=-1: we count steps ourselves; prepare_first_batch=False keeps errors inside next().
+        self._it = DALIGenericIterator(self._pipe, names, size=-1, auto_reset=False, prepare_first_batch=False)
+        for _ in range(discard):
+            next(self._it)
+        self._it_pos = (epoch, step)
+        return self._it
+
+    def _warn_skipped(self) -> None:
+        if self._feeder is not None and self._feeder.newly_skipped:
+            for name in self._feeder.newly_skipped:
+                warnings.warn(f"skipping corrupt image {name}", stacklevel=3)
+            self._feeder.newly_skipped.clear()
+
+    def _close(self) -> None:
+        self._it = self._pipe = self._feeder = None
+        self._it_pos = None
+
+    def _to_torch(self, out: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        dev = self.world.device
+        views = [out[f"view{k}"].to(dev, non_blocking=True).to(self.out_dtype) for k in range(self.num_views)]
+        raw = out["labels"]
+        labels = dp.parse_wds_labels(raw) if self.mode == "webdataset" else raw.reshape(-1).to(torch.int64)
+        return views, labels.to(dev, non_blocking=True)
+
+    # --- corrupt images ------------------------------------------------------------------------
+
+    def _recover(self, exc: Exception, epoch: int, step: int) -> None:
+        """After a failed batch: raise a FastSSLError naming the culprit, or skip it and go on."""
+        feeder_error = self._feeder.error if self._feeder is not None else None
+        self._warn_skipped()
+        self._close()
+        if feeder_error is not None:
+            raise feeder_error from None
+        if self.mode == "webdataset":
+            raise FastSSLError(
+                f"DALI failed to read/decode a sample of the webdataset tars {self.tars[0]}...: "
+                f"{_first_line(exc)}; re-create them with `fastssl data convert --validate` "
+                "or use --data.backend=torch"
+            ) from None
+        bad = [i for i in self._in_flight(epoch, step) if not decodes(self._encoded(i))]
+        if not bad:
+            raise exc
+        names = [self._name(i) for i in bad]
+        if not self.cfg.data.skip_corrupt:
+            raise FastSSLError(
+                f"corrupt image {names[0]} (cannot be decoded); delete or re-encode it, "
+                "or set --data.skip_corrupt=true"
+            ) from None
+        for name in names:
+            warnings.warn(f"skipping corrupt image {name}", stacklevel=3)
+        self.skip.update(bad)
+
+    def _in_flight(self, epoch: int, step: int) -> list[int]:
+        """Indices the pipeline may have been decoding when it failed: this batch and the prefetched."""
+        n = (self.prefetch + 2) * self.batch_size
+        if self.mode == "files" and self._fed is not None:
+            lo = (step - self._fed_from) * self.batch_size
+            window = self._fed[lo : lo + n]
+        else:
+            plan = np.concatenate([self._plan(epoch), self._plan(epoch + 1)])
+            window = _substitute(plan, self.skip)[step * self.batch_size : step * self.batch_size + n]
+        return sorted({int(i) for i in window} - self.skip)
+
+    def _encoded(self, i: int) -> bytes:
+        if self.mode == "files":
+            with open(self.paths[i], "rb") as f:
+                return f.read()
+        return self.source.encoded(i)
+
+    def _name(self, i: int) -> str:
+        return self.paths[i] if self.mode == "files" else self.source.name(i)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "error" not in ln.lower()[:20] and "pipeline" not in ln.lower()]
+    return (useful or lines or [type(exc).__name__])[-1][:200]
+
+
+def _check(backend: str, world: World, spec: ViewSpec, dtype: str) -> None:
+    if backend not in DALI_BACKENDS:
+        raise ValueError(f"backend={backend!r} is not a DALI backend; resolve it with resolve_backend first")
+    reason = dali_unavailable_reason(backend, world.device)
+    if reason:
+        raise FastSSLError(reason)
+    check_spec(spec)
+    output_dtype(dtype)
+
+
+def build_dali_loader(cfg: Config, world: World, backend: str, spec: ViewSpec, source: ImageSource) -> DaliLoader:
+    """The loader for `backend` "dali" (GPU decode) or "dali-cpu" (CPU-only pipeline) over `source`.
+
+    A source of plain files is read by DALI's file reader, anything else through the feeder.
+    """
+    _check(backend, world, spec, cfg.data.dtype)
+    common = dict(cfg=cfg, world=world, backend=backend, spec=spec)
+    labels = np.asarray(source.labels, dtype=np.int64)
+    paths = source_paths(source)
+    if paths is not None:
+        return DaliLoader(mode="files", num_images=len(paths), paths=paths, labels=labels, **common)
+    return DaliLoader(mode="external", num_images=len(source), labels=labels, source=source, **common)
+
+
+def build_dali_webdataset_loader(
+    cfg: Config, world: World, backend: str, spec: ViewSpec, tars: list[str]
+) -> DaliLoader:
+    """The loader over webdataset tars (`--data.limit` caps the samples per epoch)."""
+    _check(backend, world, spec, cfg.data.dtype)
+    n = count_wds_samples(tars)
+    n = min(n, cfg.data.limit) if cfg.data.limit > 0 else n
+    return DaliLoader(cfg=cfg, world=world, backend=backend, spec=spec, mode="webdataset", num_images=n, tars=tars)

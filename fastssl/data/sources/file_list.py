@@ -1,0 +1,42 @@
+"""A file list: a `.txt` of `relative/path [label]` lines (DALI's `fn.readers.file` format).
+
+Paths are relative to the list's folder; a line without a trailing integer is unlabelled (-1).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fastssl.data.sources.files import FilesSource
+from fastssl.errors import FastSSLError
+
+
+def read_file_list(path: str) -> tuple[list[str], np.ndarray]:
+    """The list at `path` -> (absolute paths, int64 labels [n])."""
+    if not os.path.isfile(path):
+        raise FastSSLError(f"file list '{path}' does not exist; fix --data.path")
+    root = os.path.dirname(os.path.abspath(path))
+    files, labels = [], []
+    with open(path) as f:
+        for line in f:
+            parts = line.strip().rsplit(maxsplit=1)
+            if not parts:
+                continue
+            if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+                rel, label = parts[0], int(parts[1])
+            else:
+                rel, label = line.strip(), -1
+            files.append(os.path.join(root, rel))
+            labels.append(label)
+    if not files:
+        raise FastSSLError(f"file list '{path}' names no images; write one `path [label]` per line")
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+class FileListSource(FilesSource):
+    def __init__(self, path: str):
+        files, labels = read_file_list(path)
+        num_classes = int(labels.max()) + 1 if labels.max() >= 0 else 0
+        super().__init__(files, labels, num_classes)

@@ -1,0 +1,1 @@
+"""Command-line data tools: `fastssl data convert` (convert.py)."""

@@ -1,0 +1,247 @@
+"""The engine interface: everything the training step needs from a parallelism strategy.
+
+An engine takes the single-device method (fastssl/methods/base.py's protocol) and owns, for one
+strategy (DDP, FSDP2, DeepSpeed ZeRO):
+
+- wrapping: `wrap(method, make_optimizer)` converts BatchNorm, shards or replicates, and builds the
+  optimizer over the parameters as the strategy holds them;
+- the step: `forward`, `backward`, `step` (gradient clipping on the global norm over shards, the
+  non-finite gradient check agreed by all ranks, the optimizer step, zero_grad), `set_lr`,
+  `any_rank` (the one all-reduce of the step's flags) and `ema_update` (each `momentum_pairs()`
+  target from its online module, on the shards this rank holds);
+- state: `model_state` / `optimizer_state` in one layout for every strategy (parameter names of
+  the single-device method, full logical shapes: DTensor shards under FSDP2, full tensors
+  otherwise) and `load_optimizer_state`, so a checkpoint loads under any strategy;
+- `eval_forward`: the backbone's features, called by every rank together (under sharding a
+  forward needs every rank's shards);
+- `replicated_state`: tensors every rank must hold identically (the replica check);
+- `memory_report`: bytes of parameters, gradients and optimizer state this rank holds.
+
+The training step (fastssl/train/step.py) is written once against this interface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fastssl.config import Config
+from fastssl.distributed import World, is_dist
+from fastssl.errors import FastSSLError
+from fastssl.methods.base import SSLMethod
+from fastssl.methods.momentum import ema_update_, local_tensor
+
+OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
+
+
+@dataclass
+class StepReport:
+    grad_norm: torch.Tensor  # the global norm before clipping (0-d, the same on every rank)
+    applied: bool  # False when the gradients were not finite and the step was skipped
+
+
+def precision_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """bf16 or None (fp32) from `train.precision`."""
+    p = cfg.train.precision
+    if p == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if p == "bf16":
+        return torch.bfloat16
+    if p == "fp32":
+        return None
+    raise FastSSLError(f"unknown --train.precision={p!r}; use auto, bf16 or fp32")
+
+
+def ensure_process_group(world: World) -> bool:
+    """Sharding engines need a process group even on one process; make a 1-rank one if absent.
+
+    Returns True when it created the group (`fastssl.distributed.destroy_distributed` ends it).
+    """
+    if is_dist():
+        return False
+    backend = "nccl" if world.device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+                            timeout=datetime.timedelta(seconds=1800))
+    return True
+
+
+def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Create the lazily built optimizer state (momentum, Adam moments) as a fresh optimizer's.
+
+    A step with zero gradients at lr 0 (as torch.distributed.checkpoint's `_init_optim_state`)
+    creates the tensors, so a checkpoint can be loaded into them in place; they are then zeroed,
+    AdamW's step count included, which is exactly the state torch's SGD (dampening 0) and AdamW
+    start from, so a first real step after this matches one without it.
+    """
+    if optimizer.state:
+        return
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+    if any(p.grad is not None for p in params):
+        return
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    for g in optimizer.param_groups:
+        g["lr"] = 0.0
+    optimizer.step()
+    for g, lr in zip(optimizer.param_groups, lrs):
+        g["lr"] = lr
+    for p in params:
+        p.grad = None
+    with torch.no_grad():
+        for state in optimizer.state.values():
+            for v in state.values():
+                if torch.is_tensor(v):
+                    v.zero_()
+
+
+def storage_bytes(tensors: Iterator[torch.Tensor], seen: set[int]) -> int:
+    """Bytes of the distinct storages behind `tensors` (a shard's padded storage counts whole)."""
+    total = 0
+    for t in tensors:
+        if t is None:
+            continue
+        t = local_tensor(t)
+        s = t.untyped_storage()
+        if s.nbytes() == 0 or s.data_ptr() in seen:
+            continue
+        seen.add(s.data_ptr())
+        total += s.nbytes()
+    return total
+
+
+class Engine(ABC):
+    """One parallelism strategy behind the interface the training step uses."""
+
+    name: ClassVar[str]
+
+    def __init__(self, cfg: Config, world: World):
+        self.cfg, self.world = cfg, world
+        self.method: SSLMethod  # the single-device module (BatchNorm converted): names in checkpoints
+        self.model: nn.Module  # what the step calls
+        self.optimizer: torch.optim.Optimizer
+        self.amp_dtype = precision_dtype(cfg, world.device)
+        self.max_norm = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else math.inf
+
+    # --- wrapping ------------------------------------------------------------------------------
+    @abstractmethod
+    def wrap(self, method: SSLMethod, make_optimizer: OptimizerFactory) -> None:
+        """Prepare (fastssl/parallel/parallelize.py), shard or replicate, build the optimizer."""
+
+    def describe(self) -> str:
+        """One line printed at the start of a run."""
+        return f"strategy {self.name} on {self.world.world_size} process(es)"
+
+    # --- the step ------------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.world.device.type, dtype=self.amp_dtype)
+
+    def forward(self, views: list[torch.Tensor], step: int, max_steps: int) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            return self.model(views, step=step, max_steps=max_steps)
+
+    def any_rank(self, flags: list[bool | torch.Tensor]) -> list[bool]:
+        """OR each flag over ranks with one all-reduce (and one host sync)."""
+        t = torch.stack([torch.as_tensor(f, dtype=torch.float32, device=self.world.device).reshape(())
+                         for f in flags])
+        if is_dist() and dist.get_world_size() > 1:
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
+
+    @abstractmethod
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    @abstractmethod
+    def step(self) -> StepReport:
+        """Clip to `optim.clip_grad` on the global norm, skip if not finite, step, zero_grad."""
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def set_lr(self, lr: float) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+
+    @torch.no_grad()
+    def ema_update(self, step: int, max_steps: int) -> None:
+        pairs = self.method.momentum_pairs()
+        if not pairs:
+            return
+        m = self.method.momentum_at(step, max_steps)
+        for online, target in pairs:
+            ema_update_(target, online, m)
+
+    def check_ema_alignment(self) -> None:
+        """Each EMA target must be sharded exactly like its online module (same local shapes)."""
+        for online, target in self.method.momentum_pairs():
+            o = [tuple(local_tensor(p).shape) for p in online.parameters()]
+            t = [tuple(local_tensor(p).shape) for p in target.parameters()]
+            if o != t:
+                raise RuntimeError(f"{self.name}: an EMA target is sharded unlike its online module "
+                                   f"({len(t)} local shards vs {len(o)}); shard both the same way")
+
+    def _clip_and_step(self, params: list[torch.Tensor]) -> StepReport:
+        """DDP and FSDP2: grads are reduced by now; the norm is the same on every rank."""
+        from torch.distributed.tensor import DTensor
+
+        norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
+        if isinstance(norm, DTensor):  # FSDP2: the norm over every shard, already all-reduced
+            norm = norm.full_tensor()
+        if not torch.isfinite(norm):
+            self.zero_grad()
+            return StepReport(norm.detach(), False)
+        self.optimizer.step()
+        self.zero_grad()
+        return StepReport(norm.detach(), True)
+
+    def trainable_parameters(self) -> list[torch.Tensor]:
+        return [p for p in self.method.parameters() if p.requires_grad]
+
+    # --- state ---------------------------------------------------------------------------------
+    @abstractmethod
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """Every parameter and persistent buffer by the single-device method's names."""
+
+    @abstractmethod
+    def optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """{parameter name: {state key: tensor of the parameter's full logical shape, or 0-d}}."""
+
+    @abstractmethod
+    def load_optimizer_state(self, path) -> None:
+        """Fill the optimizer state from a checkpoint folder (collective)."""
+
+    # --- evaluation and checks -----------------------------------------------------------------
+    @abstractmethod
+    def eval_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features [N, D] in eval mode; every rank calls it with its own images."""
+
+    @abstractmethod
+    def replicated_state(self) -> dict[str, torch.Tensor]:
+        """Tensors that every rank holds in full and that must be identical across ranks."""
+
+    def memory_report(self) -> dict[str, int]:
+        """Bytes this rank holds: parameters, gradients (call between backward and step), optimizer."""
+        seen: set[int] = set()
+        params, grads, optim = self._memory_tensors()
+        return {"param_bytes": storage_bytes(params, seen), "grad_bytes": storage_bytes(grads, seen),
+                "optim_bytes": storage_bytes(optim, seen)}
+
+    def _memory_tensors(self):
+        """(parameter, gradient, optimizer-state) tensors this rank holds; storages counted once."""
+        params = list(self.method.parameters())
+        grads = [p.grad for p in params if p.grad is not None]
+        optim = [v for s in self.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+        return iter(params), iter(grads), iter(optim)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,50 @@
+"""DDP: every rank holds the whole model and optimizer; gradients are all-reduced in backward."""
+
+from __future__ import annotations
+
+import torch
+
+from fastssl.methods.base import SSLMethod
+from fastssl.parallel.engines.base import Engine, OptimizerFactory, StepReport
+from fastssl.parallel.engines.torch_state import load_named_optimizer_state, named_optimizer_state
+from fastssl.parallel.parallelize import prepare
+
+
+class DDPEngine(Engine):
+    name = "ddp"
+
+    def wrap(self, method: SSLMethod, make_optimizer: OptimizerFactory) -> None:
+        method = prepare(method, self.cfg, self.world, compile_per_unit=False)
+        self.method = method
+        self.model = method
+        if self.world.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            device_ids = [self.world.device.index] if self.world.device.type == "cuda" else None
+            # Buffers are not broadcast: synchronised BatchNorm keeps them equal. Gradients live in
+            # DDP's buckets (no second copy).
+            self.model = DDP(method, device_ids=device_ids, broadcast_buffers=False, gradient_as_bucket_view=True)
+        self.optimizer = make_optimizer(method)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> StepReport:
+        # Gradients are identical on every rank after DDP's all-reduce, so is their norm.
+        return self._clip_and_step(self.trainable_parameters())
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.method.state_dict()
+
+    def optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        return named_optimizer_state(self.method, self.optimizer)
+
+    def load_optimizer_state(self, path) -> None:
+        load_named_optimizer_state(self.method, self.optimizer, path)
+
+    @torch.no_grad()
+    def eval_forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.method.backbone(images)
+
+    def replicated_state(self) -> dict[str, torch.Tensor]:
+        return dict(self.method.state_dict())

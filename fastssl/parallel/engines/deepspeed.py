@@ -1,0 +1,245 @@
+"""DeepSpeed ZeRO: stage 1 shards optimizer state, 2 also gradients, 3 also parameters.
+
+`deepspeed.initialize` wraps the whole method (EMA targets included, so ZeRO-3 partitions a
+target exactly like its online module: each parameter is split into equal flat partitions, and
+`ema_update_` works on `p.ds_tensor`, partition by partition) with fastssl's own optimizer and a
+generated config, printed at the start of a run. The lr comes from fastssl's schedule every
+step; DeepSpeed's engine owns backward, gradient averaging, clipping (`gradient_clipping`, on the
+global norm over partitions) and the optimizer step, which it skips when that norm is not finite
+(the check is agreed across ranks inside DeepSpeed). bf16 only on CUDA; fp32 elsewhere.
+
+Checkpoints use the layout of every other strategy (fastssl/checkpoint/dcp_io.py): full-shape
+parameters and per-parameter optimizer state by the method's names, assembled with DeepSpeed's
+`safe_get_full_*` API (one parameter at a time, each rank keeping every world_size-th one, so no
+rank ever holds the whole model twice) and restored with `safe_set_full_optimizer_state`.
+
+LARS is refused: ZeRO hands the optimizer flat partitions spanning many layers, so LARS's
+per-layer trust ratio would be computed on the wrong tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastssl.checkpoint.dcp_io import check_matches, has_optimizer_state, load_in_place
+from fastssl.config import Config
+from fastssl.distributed import World
+from fastssl.errors import FastSSLError
+from fastssl.methods.base import SSLMethod
+from fastssl.parallel.engines.base import Engine, OptimizerFactory, StepReport, ensure_process_group, init_optimizer_state
+from fastssl.parallel.parallelize import prepare
+
+
+def import_deepspeed():
+    try:
+        import deepspeed
+    except ImportError:
+        raise FastSSLError("--dist.strategy=deepspeed needs DeepSpeed, which is not installed; "
+                           "pip install 'fastssl[deepspeed]', or use --dist.strategy=fsdp") from None
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    return deepspeed
+
+
+def deepspeed_config(cfg: Config, world: World, amp_dtype: torch.dtype | None) -> dict[str, Any]:
+    """The DeepSpeed config fastssl generates from its own (there is no DeepSpeed JSON to write)."""
+    zero: dict[str, Any] = {"stage": cfg.dist.zero_stage}
+    if cfg.dist.zero_stage == 3:
+        # Every parameter is partitioned (DeepSpeed keeps those under 1e5 values whole by default):
+        # the memory figures and the EMA-by-partition path then hold for every parameter.
+        zero["stage3_param_persistence_threshold"] = 0
+    # Buckets of 5e7 values instead of DeepSpeed's 5e8: 200 MB of fp32 staging is plenty.
+    zero["reduce_bucket_size"] = 5e7
+    zero["allgather_bucket_size"] = 5e7
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": cfg.train.batch_size // world.world_size,
+        "gradient_accumulation_steps": 1,
+        # 0 disables clipping; the global norm is still computed, and a non-finite one skips the step.
+        "gradient_clipping": cfg.optim.clip_grad,
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,  # fastssl's AdamW / SGD (torch's), not DeepSpeed's fused ones
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+    if world.device.type == "cuda" and amp_dtype == torch.bfloat16:
+        ds["bf16"] = {"enabled": True, "check_grad_overflow": True}
+    return ds
+
+
+class DeepSpeedEngine(Engine):
+    name = "deepspeed"
+
+    def __init__(self, cfg: Config, world: World):
+        super().__init__(cfg, world)
+        if cfg.optim.name == "lars":
+            raise FastSSLError("--optim.name=lars scales each layer by its own norm, but DeepSpeed ZeRO hands the "
+                               "optimizer flat partitions of many layers; use --optim.name=adamw or sgd with "
+                               "--dist.strategy=deepspeed, or --dist.strategy=fsdp, which keeps LARS per layer")
+        self.deepspeed = import_deepspeed()
+        self.stage = cfg.dist.zero_stage
+        self.ds_config: dict[str, Any] = {}
+
+    def wrap(self, method: SSLMethod, make_optimizer: OptimizerFactory) -> None:
+        self.own_group = ensure_process_group(self.world)
+        # torchrun sets these; a plain `python -m fastssl train` (one process) does not.
+        for key, value in (("LOCAL_RANK", self.world.local_rank), ("RANK", self.world.rank),
+                           ("WORLD_SIZE", self.world.world_size)):
+            os.environ.setdefault(key, str(value))
+        self.deepspeed.init_distributed(dist_backend="nccl" if self.world.device.type == "cuda" else "gloo")
+        method = prepare(method, self.cfg, self.world, compile_per_unit=True)
+        self.ds_config = deepspeed_config(self.cfg, self.world, self.amp_dtype)
+        if "bf16" in self.ds_config:
+            self.amp_dtype = None  # DeepSpeed runs the model in bf16 itself
+        if self.stage == 3:
+            self._register_direct_parameters(method)
+        engine, optimizer, _, _ = self.deepspeed.initialize(model=method, optimizer=make_optimizer(method),
+                                                            config=self.ds_config)
+        self.method, self.model, self.optimizer = method, engine, optimizer
+        self.check_ema_alignment()
+        self._init_state()
+
+    def _register_direct_parameters(self, method: nn.Module) -> None:
+        """ZeRO-3 gathers a module's parameters around its own forward. Parameters of a module with
+        children (a ViT's pos_embed and cls_token) may be read outside it (MAE's `embed_patches`), so
+        they are gathered for the whole forward of the method instead."""
+        register_external_parameter = self.deepspeed.zero.register_external_parameter
+        for module in method.modules():
+            if module is method or not any(True for _ in module.children()):
+                continue
+            for p in module.parameters(recurse=False):
+                register_external_parameter(method, p)
+
+    def describe(self) -> str:
+        return (f"strategy deepspeed (ZeRO-{self.stage}) on {self.world.world_size} process(es); "
+                f"DeepSpeed config: {json.dumps(self.ds_config, sort_keys=True)}")
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.model.backward(loss)
+
+    def step(self) -> StepReport:
+        self.model.step()
+        norm = self.model.get_global_grad_norm()
+        norm = torch.as_tensor(float("nan") if norm is None else float(norm))
+        return StepReport(norm, bool(self.model.was_step_applied()))
+
+    def zero_grad(self) -> None:
+        self.model.zero_grad()
+
+    # --- state ---------------------------------------------------------------------------------
+    def _inner(self) -> torch.optim.Optimizer:
+        """The torch optimizer DeepSpeed steps on its flat fp32 partitions."""
+        return self.optimizer.optimizer
+
+    def _my_share(self) -> list[tuple[int, str, nn.Parameter]]:
+        """(index, name, parameter): gathered full tensors are kept by rank index % world_size only."""
+        return [(i, n, p) for i, (n, p) in enumerate(self.method.named_parameters())]
+
+    def _keeps(self, i: int) -> bool:
+        return i % self.world.world_size == self.world.rank
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        state = self.method.state_dict()
+        if self.stage < 3:
+            return state  # module parameters are whole on every rank
+        out = {k: v for k, v in state.items() if k not in dict(self.method.named_parameters())}
+        for i, name, p in self._my_share():
+            with self.deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                if self._keeps(i):
+                    out[name] = p.data.detach().clone()
+        return out
+
+    def _state_keys(self) -> tuple[list[str], list[str]]:
+        """(per-element keys such as exp_avg, 0-d keys such as AdamW's step) of the inner optimizer."""
+        state = next(iter(self._inner().state.values()), {})
+        full = [k for k, v in state.items() if torch.is_tensor(v) and v.dim() > 0]
+        scalar = [k for k, v in state.items() if torch.is_tensor(v) and v.dim() == 0]
+        return full, scalar
+
+    def optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        from deepspeed.utils import safe_get_full_optimizer_state
+
+        full, scalar = self._state_keys()
+        if not full and not scalar:
+            return {}
+        first = next(iter(self._inner().state.values()))
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for i, name, p in self._my_share():
+            if not p.requires_grad:
+                continue
+            entry = {k: first[k].detach().clone() for k in scalar}
+            for k in full:
+                t = safe_get_full_optimizer_state(p, k)  # collective: every rank calls it for every parameter
+                if self._keeps(i):
+                    entry[k] = t.detach().clone()
+            out[name] = entry
+        return out
+
+    def load_optimizer_state(self, path) -> None:
+        from deepspeed.utils import safe_set_full_optimizer_state
+
+        if not has_optimizer_state(path):
+            return
+        full, scalar = self._state_keys()
+        shapes = {n: tuple(p.ds_shape) if self.stage == 3 else tuple(p.shape) for n, p in self.method.named_parameters()}
+        template = {n: {**{k: torch.zeros((), dtype=torch.float32) for k in scalar},
+                        **{k: torch.zeros(shapes[n], dtype=torch.float32) for k in full}}
+                    for n, p in self.method.named_parameters() if p.requires_grad}
+        template = check_matches(path, "optim", template, "optimizer (--optim.name)", strict=False)
+        load_in_place(path, {"optim": template})
+        params = dict(self.method.named_parameters())
+        for name, entry in template.items():
+            for k in full:
+                if k in entry:
+                    safe_set_full_optimizer_state(params[name], entry[k].to(self.world.device), k)
+        loaded_scalars = next(iter(template.values()), {})
+        for state in self._inner().state.values():
+            for k in scalar:
+                if k in loaded_scalars:
+                    state[k].copy_(loaded_scalars[k])
+
+    def _init_state(self) -> None:
+        """Create the inner optimizer's state now, as a fresh one's (zeros), for every group.
+
+        ZeRO-1/2 map each parameter to its slice of the flat optimizer state once, lazily after
+        the first group's first step, when the other groups have no state yet; their parameters
+        then have no slice and `safe_get_full_optimizer_state` fails. Linking here, with all
+        state present, avoids that.
+        """
+        init_optimizer_state(self._inner())
+        if self.stage < 3:
+            self.optimizer._lazy_init_hp_params_optimizer_state()
+
+    # --- evaluation and checks -----------------------------------------------------------------
+    @torch.no_grad()
+    def eval_forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.stage < 3:
+            return self.method.backbone(images)
+        # Every rank gathers the backbone together (an all-gather per parameter) for the batch.
+        with self.deepspeed.zero.GatheredParameters(list(self.method.backbone.parameters()), modifier_rank=None):
+            return self.method.backbone(images)
+
+    def replicated_state(self) -> dict[str, torch.Tensor]:
+        state = self.method.state_dict()
+        if self.stage < 3:
+            return dict(state)
+        names = {n for n, _ in self.method.named_parameters()}
+        return {k: v for k, v in state.items() if k not in names}
+
+    def _memory_tensors(self):
+        params = list(self.method.parameters())  # ZeRO-3: local_tensor gives each ds_tensor partition
+        opt = self.optimizer
+        grads = [p.grad for p in params if p.grad is not None]
+        optim = [v for s in self._inner().state.values() for v in s.values() if torch.is_tensor(v)]
+        if self.stage < 3:
+            for group in opt.averaged_gradients.values():
+                grads += [g for g in (group or []) if g is not None]
+            optim += list(opt.single_partition_of_fp32_groups)  # fp32 master partitions
+        else:
+            grads += [g for g in opt.averaged_gradients.values() if g is not None]
+            optim += list(opt.fp32_partitioned_groups_flat)  # aliases the parameters in fp32 (counted once)
+        return iter(params), iter(grads), iter(optim)

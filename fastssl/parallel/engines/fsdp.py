@@ -1,0 +1,79 @@
+"""FSDP2 (`fully_shard`): parameters, gradients and optimizer state sharded over ranks.
+
+Wrapping, in this order: `prepare` (SyncBN, activation checkpointing, compile per unit), then
+`fully_shard` on each of `method.shard_units()` (the backbone's blocks and every EMA target's
+blocks), then on the method (the root: stems, heads, norms, position embeddings). FSDP2 shards
+each parameter on dim 0 over the mesh whatever unit it is in, so an EMA target and its online
+module have identical local shards and `ema_update_` runs shard by shard without gathering.
+The root is gathered for the whole forward, so methods may touch any parameter there (MAE's
+`embed_patches` reads the position embedding outside the backbone's forward).
+
+On CUDA with bf16 precision a `MixedPrecisionPolicy` (bf16 parameters in compute, fp32 gradient
+reduction) replaces autocast. `--dist.reshard_after_forward` trades memory for one all-gather.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastssl.methods.base import SSLMethod
+from fastssl.parallel.engines.base import Engine, OptimizerFactory, StepReport, ensure_process_group
+from fastssl.parallel.engines.torch_state import load_named_optimizer_state, named_optimizer_state
+from fastssl.parallel.parallelize import prepare
+
+
+class FSDPEngine(Engine):
+    name = "fsdp"
+
+    def wrap(self, method: SSLMethod, make_optimizer: OptimizerFactory) -> None:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        self.own_group = ensure_process_group(self.world)
+        method = prepare(method, self.cfg, self.world, compile_per_unit=True)
+        mesh = init_device_mesh(self.world.device.type, (self.world.world_size,))
+        kwargs = {"mesh": mesh, "reshard_after_forward": self.cfg.dist.reshard_after_forward}
+        if self.world.device.type == "cuda" and self.amp_dtype is not None:
+            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=self.amp_dtype, reduce_dtype=torch.float32)
+            self.amp_dtype = None  # the policy casts; no autocast on top
+        for unit in method.shard_units():
+            fully_shard(unit, **kwargs)
+        fully_shard(method, **kwargs)
+        self.method = self.model = method
+        self.check_ema_alignment()
+        self.optimizer = make_optimizer(method)
+
+    def describe(self) -> str:
+        return (f"strategy fsdp (FSDP2 fully_shard over {len(self.method.shard_units())} units + root) on "
+                f"{self.world.world_size} process(es), reshard_after_forward={self.cfg.dist.reshard_after_forward}")
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> StepReport:
+        # clip_grad_norm_ on DTensor gradients all-reduces the squared norms of the local shards,
+        # so the norm (and the skip decision) is the same on every rank.
+        return self._clip_and_step(self.trainable_parameters())
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.method.state_dict()  # DTensor shards for parameters, full tensors for buffers
+
+    def optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        return named_optimizer_state(self.method, self.optimizer)
+
+    def load_optimizer_state(self, path) -> None:
+        load_named_optimizer_state(self.method, self.optimizer, path)
+
+    @torch.no_grad()
+    def eval_forward(self, images: torch.Tensor) -> torch.Tensor:
+        # The root's own parameters (stem, final norm) are gathered here; each block gathers its
+        # own in its pre-forward hook. Every rank runs this, so the all-gathers match up.
+        self.method.unshard()
+        try:
+            return self.method.backbone(images)
+        finally:
+            self.method.reshard()
+
+    def replicated_state(self) -> dict[str, torch.Tensor]:
+        names = {n for n, _ in self.method.named_parameters()}
+        return {k: v for k, v in self.method.state_dict().items() if k not in names}  # buffers only

@@ -1,0 +1,75 @@
+"""MoCo v3 recipes."""
+
+from __future__ import annotations
+
+from fastssl.config import Config
+from fastssl.recipes.simclr import default
+
+
+def mocov3_cpu() -> Config:
+    """MoCo v3 on the built-in digits (16 px, tiny ViT, 4 px patches): trains in minutes on 2 CPU cores."""
+    # The digits setting of `default` (SimCLR) with MoCo v3's ViT recipe scaled down, measured
+    # on this CPU (README): AdamW, T 0.2, momentum 0.99 -> 1 (cosine), frozen random patch
+    # projection; heads 256 wide with 64-d outputs.
+    c = default()
+    c.recipe = "mocov3-cpu"
+    c.model.name, c.model.patch_size = "vit_nano", 4
+    m = c.set_method("mocov3")
+    m.proj_hidden_dim, m.proj_dim, m.pred_hidden_dim, m.proj_layers = 256, 64, 256, 0
+    m.temperature, m.momentum_base, m.momentum_final, m.freeze_patch_embed = 0.2, 0.99, 1.0, True
+    c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "adamw", 0.002, 0.05, 2
+    c.optim.betas = (0.9, 0.999)
+    c.train.epochs, c.train.batch_size, c.train.out = 20, 128, "runs/mocov3-cpu"
+    return c
+
+
+def mocov3_resnet18_cifar10() -> Config:
+    """MoCo v3 on CIFAR-10 with ResNet-18 (solo-learn's setting): LARS, asymmetric solarisation."""
+    # solo-learn scripts/pretrain/cifar/mocov3.yaml: ResNet-18, proj 4096 -> 256 (2 layers for
+    # ResNet), pred 4096, T 0.2, tau 0.99 -> 1, LARS lr 0.3 at batch 256, wd 1e-6, eta 0.02 with
+    # clip_lr and no decay/adaptation on biases and norms, warm-up 10 epochs then cosine, 1000
+    # epochs; augmentations/asymmetric.yaml: jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2,
+    # no blur, solarisation (0, 0.2).
+    c = Config(recipe="mocov3-resnet18-cifar10")
+    c.data.dataset, c.data.image_size, c.data.num_workers = "npz", 32, 4
+    c.aug.brightness, c.aug.contrast, c.aug.saturation, c.aug.hue = 0.4, 0.4, 0.2, 0.1
+    c.aug.blur_p, c.aug.solarize_p = (0.0, 0.0), (0.0, 0.2)
+    c.aug.normalize_mean, c.aug.normalize_std = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+    c.model.name = "resnet18-cifar"
+    m = c.set_method("mocov3")
+    m.proj_hidden_dim, m.proj_dim, m.pred_hidden_dim, m.proj_layers = 4096, 256, 4096, 2
+    m.temperature, m.momentum_base, m.momentum_final = 0.2, 0.99, 1.0
+    c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "lars", 0.3, 1e-6, 10
+    c.optim.lars_eta, c.optim.lars_clip_lr = 0.02, True
+    c.train.epochs, c.train.batch_size, c.train.out = 1000, 256, "runs/mocov3-resnet18-cifar10"
+    return c
+
+
+def mocov3_vit_small_imagenet() -> Config:
+    """MoCo v3's ViT-Small setting (AdamW, batch 4096, 300 epochs, frozen patch projection), for GPU runs."""
+    # Chen, Xie, He 2021; facebookresearch/moco-v3 CONFIG.md (ViT-Small, 300 epochs): AdamW
+    # lr 1.5e-4 x batch/256 with default betas (0.9, 0.999), wd 0.1, batch 4096 (main_moco.py
+    # default), warm-up 40 epochs then cosine, --stop-grad-conv1 --moco-m-cos --moco-t=.2;
+    # proj 3 layers 4096 -> 256, pred 4096. main_moco.py's BYOL augmentation: crop 0.08-1,
+    # jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2, blur (1.0, 0.1), solarisation (0, 0.2).
+    c = Config(recipe="mocov3-vit-small-imagenet")
+    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 224, "auto", 8
+    c.data.dtype = "bf16"
+    c.aug.brightness, c.aug.contrast, c.aug.saturation, c.aug.hue = 0.4, 0.4, 0.2, 0.1
+    c.aug.blur_p, c.aug.solarize_p = (1.0, 0.1), (0.0, 0.2)
+    c.model.name, c.model.patch_size = "vit_small", 16
+    m = c.set_method("mocov3")
+    m.proj_hidden_dim, m.proj_dim, m.pred_hidden_dim, m.proj_layers = 4096, 256, 4096, 3
+    m.temperature, m.momentum_base, m.momentum_final, m.freeze_patch_embed = 0.2, 0.99, 1.0, True
+    c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "adamw", 1.5e-4, 0.1, 40
+    c.optim.betas = (0.9, 0.999)
+    c.train.epochs, c.train.batch_size, c.train.out = 300, 4096, "runs/mocov3-vit-small-imagenet"
+    c.train.knn_at_end = False
+    return c
+
+
+RECIPES = {
+    "mocov3-cpu": mocov3_cpu,
+    "mocov3-resnet18-cifar10": mocov3_resnet18_cifar10,
+    "mocov3-vit-small-imagenet": mocov3_vit_small_imagenet,
+}
