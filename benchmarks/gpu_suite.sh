@@ -89,7 +89,7 @@ FASTSSL=("$PY" -m fastssl)
 if [ "$CPU_ONLY" = 1 ]; then
     skip tests "no GPU (the CPU suite runs them)"
 else
-    part tests 150 env FASTSSL_TEST_GPU=1 "$PY" -m pytest -q -x -p no:cacheprovider tests/kernels tests/losses -m "not slow"
+    part tests 120 env FASTSSL_TEST_GPU=1 "$PY" -m pytest -q -x -p no:cacheprovider tests/kernels tests/losses -m "not slow"
 fi
 
 # --- 2. loss providers -----------------------------------------------------------------------
@@ -99,10 +99,10 @@ if [ "$CPU_ONLY" = 1 ]; then
 else
     # bf16 over 2N up to 1M; fp32 (3xTF32 in the kernel) up to 262k. The torch reference stops
     # where its (2N)^2 logits are predicted to exceed the 40 GiB budget.
-    part loss-bf16 150 "${FASTSSL[@]}" bench loss --sizes 4096,16384,65536,262144,1048576 --dims 128 \
+    part loss-bf16 120 "${FASTSSL[@]}" bench loss --sizes 4096,16384,65536,262144,1048576 --dims 128 \
         --dtype bf16 --mem-budget-mb 40960 --max-case-s 10 --verify-max-s 20 --csv "$DEST/loss.csv" \
         --plot "$DEST/loss-bf16.png"
-    part loss-fp32 90 "${FASTSSL[@]}" bench loss --sizes 4096,16384,65536,262144 --dims 64,128 \
+    part loss-fp32 75 "${FASTSSL[@]}" bench loss --sizes 4096,16384,65536,262144 --dims 64,128 \
         --dtype fp32 --mem-budget-mb 40960 --max-case-s 10 --verify-max-s 20 --csv "$DEST/loss.csv" \
         --plot "$DEST/loss-fp32.png"
 fi
@@ -112,7 +112,7 @@ if [ "$CPU_ONLY" = 1 ]; then
     part backbone 60 "${FASTSSL[@]}" bench backbone --models resnet-tiny --image-size 16 --batch 2 \
         --repeats 1 --csv "$DEST/backbone.csv"
 else
-    part backbone 100 "${FASTSSL[@]}" bench backbone --models resnet18-cifar,resnet18,resnet50,vit_small,vit_base \
+    part backbone 80 "${FASTSSL[@]}" bench backbone --models resnet18-cifar,resnet18,resnet50,vit_small,vit_base \
         --batch 128 --amp bf16 --repeats 10 --csv "$DEST/backbone.csv"
 fi
 
@@ -137,10 +137,10 @@ if [ "$CPU_ONLY" = 1 ]; then
     part loader 60 "${FASTSSL[@]}" bench loader --data "$IMAGES" --backend torch --image-size 32 --batch 8 \
         --steps 2 --repeats 1 --csv "$DEST/loader.csv"
 else
-    part loader-224 75 "${FASTSSL[@]}" bench loader --data "$IMAGES" --backend "$BACKENDS" --image-size 224 \
+    part loader-224 60 "${FASTSSL[@]}" bench loader --data "$IMAGES" --backend "$BACKENDS" --image-size 224 \
         --batch 128 --steps 10 --repeats 3 --csv "$DEST/loader.csv" --plot "$DEST/loader-224.png"
     if [ -d "$DATA_ROOT/cifar10" ]; then
-        part loader-32 60 "${FASTSSL[@]}" bench loader --data "$DATA_ROOT/cifar10" --backend "$BACKENDS" \
+        part loader-32 45 "${FASTSSL[@]}" bench loader --data "$DATA_ROOT/cifar10" --backend "$BACKENDS" \
             --image-size 32 --batch 512 --limit 20000 --steps 10 --repeats 3 --csv "$DEST/loader.csv" \
             --plot "$DEST/loader-32.png"
     else
@@ -148,16 +148,20 @@ else
     fi
 fi
 
-# --- 5. training step (added by the engines work; skipped until it exists) ------------------
+# --- 5. training step per strategy (one process: each strategy on a 1-rank group) -------------
+STRATEGIES=ddp,fsdp
+if has_module deepspeed; then
+    STRATEGIES=$STRATEGIES,zero1,zero2,zero3
+else
+    skip step-zero "DeepSpeed not installed: no zero1/zero2/zero3 rows in bench step"
+fi
 if ! "${FASTSSL[@]}" bench step --help >/dev/null 2>&1; then
     skip step "\`fastssl bench step\` does not exist in this checkout"
 elif [ "$CPU_ONLY" = 1 ]; then
-    skip step "no GPU (its CPU defaults are for the CPU README run)"
+    skip step "no GPU (a CPU run of it belongs to the CPU README run)"
 else
-    part step 90 "${FASTSSL[@]}" bench step --csv "$DEST/step.csv"
-fi
-if ! has_module deepspeed; then
-    skip deepspeed "DeepSpeed not installed: no DeepSpeed engine rows"
+    part step 90 "${FASTSSL[@]}" bench step --strategy "$STRATEGIES" --model resnet50 --image-size 224 \
+        --batch 64 --csv "$DEST/step.csv"
 fi
 
 # --- summary ---------------------------------------------------------------------------------

@@ -87,11 +87,11 @@ _2B_99K_SMEM = _table(
     cols={64: (64, 128, 8, 3), 128: (32, 128, 8, 3), 256: (32, 128, 8, 2)},
 )
 # fp16 on Turing (64 KiB, no cp.async pipelining, no bf16 tensor cores: bf16 is left to the
-# chunked path there). The sm_90 tiles need up to 196,608 B and spill kilobytes.
+# chunked path there). The sm_90 tiles need up to 196,608 B there and spill kilobytes.
 _FP16_SM75 = _table(
-    fwd={64: (64, 64, 8, 2), 128: (64, 64, 8, 2), 256: (64, 64, 8, 2)},
-    rows={64: (64, 64, 8, 2), 128: (64, 64, 8, 2), 256: (64, 64, 8, 2)},
-    cols={64: (64, 64, 8, 2), 128: (64, 64, 8, 2), 256: (64, 64, 8, 2)},
+    fwd={64: (64, 64, 8, 2), 128: (64, 32, 8, 2), 256: (32, 32, 4, 2)},
+    rows={64: (64, 32, 8, 2), 128: (32, 32, 8, 2), 256: (16, 32, 8, 2)},
+    cols={64: (32, 64, 8, 2), 128: (32, 32, 8, 2), 256: (16, 32, 8, 2)},
 )
 # fp32 runs 3xTF32: three tensor-core products per tile and split operands, so far more live
 # registers than 2-byte inputs; at d = 256 the backward needs 16-row tiles not to spill (the
@@ -129,9 +129,9 @@ _FP32_SM120 = _table(
 )
 # Turing has no TF32: fp32 tiles multiply in IEEE fp32 on the FMA units.
 _FP32_SM75 = _table(
-    fwd={64: (32, 32, 4, 2), 128: (32, 32, 4, 2), 256: (16, 32, 4, 2)},
-    rows={64: (32, 32, 4, 2), 128: (32, 32, 4, 2), 256: (16, 32, 4, 2)},
-    cols={64: (32, 32, 4, 2), 128: (32, 32, 4, 2), 256: (16, 32, 4, 2)},
+    fwd={64: (64, 64, 8, 2), 128: (64, 32, 8, 2), 256: (16, 32, 4, 2)},
+    rows={64: (64, 32, 8, 2), 128: (32, 32, 4, 2), 256: (16, 32, 4, 2)},
+    cols={64: (32, 64, 8, 2), 128: (32, 32, 4, 2), 256: (16, 32, 4, 2)},
     precision="ieee",
 )
 

@@ -19,7 +19,7 @@ Limits:
 - inputs must already be L2-normalised; the kernel computes dot products, not cosines.
 - fp32, bf16 and fp16 inputs (all of one dtype), feature dim 1 <= d <= 256 (a row block keeps
   its whole feature vector in registers). fp32 tiles use 3xTF32 dots on sm_80+ (near-fp32
-  accuracy on tensor cores), not plain TF32.
+  accuracy on tensor cores), not plain TF32; IEEE fp32 on sm_75, which has no TF32.
 - runs on the GPUs listed in `configs.TILES` (and on CPU under TRITON_INTERPRET=1, for tests).
 - Logits accumulate in fp32. For bf16/fp16 inputs the softmax-gradient tile is rounded to the
   input dtype before its matmul (as flash attention does), so gradients carry that dtype's error.

@@ -242,6 +242,19 @@ def _dist_version(*prefixes: str) -> str:
     return ""
 
 
+def _commit() -> str:
+    """HEAD's short hash, with "+dirty" when tracked files differ from it (numbers from unstaged code)."""
+    from fastssl.provenance import git_commit
+
+    commit = git_commit()
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                             text=True, timeout=10, cwd=os.path.dirname(os.path.abspath(__file__)))
+        return commit + "+dirty" if out.returncode == 0 and out.stdout.strip() and commit != "unknown" else commit
+    except (OSError, subprocess.SubprocessError):
+        return commit
+
+
 def load_average() -> float:
     """1-minute load average: other work on the machine while a row was measured."""
     try:
@@ -272,7 +285,7 @@ class Provenance:
 
         import torch
 
-        from fastssl.provenance import device_name, git_commit
+        from fastssl.provenance import device_name
 
         device = torch.device(device) if device is not None else None
         gpu = torch.cuda.get_device_name(device if device and device.type == "cuda" else 0) \
@@ -282,7 +295,7 @@ class Provenance:
             cpu_model=_cpu_model(),
             cpu_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
             gpu_name=gpu,
-            commit=git_commit(),
+            commit=_commit(),
             date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
             torch=torch.__version__,
             triton=_dist_version("triton", "pytorch-triton"),

@@ -14,7 +14,6 @@ package; it imports neither, so evaluation never depends on the training code.
 from fastssl.checkpoint.compat import check_resumable
 from fastssl.checkpoint.dcp_io import (
     FORMAT,
-    choose_checkpoint,
     has_optimizer_state,
     load_checkpoint,
     load_model_weights,
@@ -34,7 +33,7 @@ from fastssl.checkpoint.pretrained import load_pretrained, read_config
 from fastssl.checkpoint.rng import rng_state, set_rng_state
 
 __all__ = [
-    "FORMAT", "atomic_write_text", "check_resumable", "checkpoint_dir", "choose_checkpoint", "has_optimizer_state",
+    "FORMAT", "atomic_write_text", "check_resumable", "checkpoint_dir", "has_optimizer_state",
     "latest_checkpoint", "list_checkpoints", "load_checkpoint", "load_model_weights", "load_pretrained", "read_config", "read_tensors",
     "read_train_state", "resolve_checkpoint", "rng_state", "save_checkpoint", "set_rng_state", "step_of",
 ]

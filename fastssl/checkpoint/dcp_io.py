@@ -80,16 +80,6 @@ def save_checkpoint(out: str | Path, step: int, model: dict[str, torch.Tensor],
     return final or (Path(out) / "checkpoints" / f"step_{step:08d}")
 
 
-def choose_checkpoint(out: str | Path) -> Path | None:
-    """Rank 0 picks the newest complete checkpoint and tells every rank, so they never disagree."""
-    from fastssl.checkpoint.layout import latest_checkpoint
-
-    choice = [str(latest_checkpoint(out) or "") if _rank() == 0 else None]
-    if _dist():
-        dist.broadcast_object_list(choice, src=0)
-    return Path(choice[0]) if choice[0] else None
-
-
 def _is_legacy(path: Path) -> bool:
     return path.is_file()
 

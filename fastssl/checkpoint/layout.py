@@ -86,7 +86,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
             found = latest_checkpoint(run)
             if found is not None:
                 return found
-        raise FastSSLError(f"no complete checkpoints (checkpoints/step_*/{COMPLETE}) in {p}; train first or pass a checkpoint folder")
+        raise FastSSLError(f"no checkpoints (complete checkpoints/step_* folders) in {p}; train first or pass a checkpoint folder")
     raise FastSSLError(f"checkpoint {p} does not exist; pass a run folder (--train.out of a run) or one of its checkpoints/step_* folders")
 
 

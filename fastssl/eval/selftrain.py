@@ -17,7 +17,8 @@ data labelled by the fine-tuned model) with the student noise of Noisy Student (
 
 Any backbone of fastssl.models works (the student is a copy of the encoder with a new head).
 "Unlabelled" means the training split minus the N labelled images per class: their true
-labels are never read. Test images are read only by the per-round evaluations.
+labels never reach training (the report reads them afterwards, to say how accurate the
+pseudo-labels were). Test images are read only by the per-round evaluations.
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ class DeepClusterV2(SSLMethod):
         ema_update_(self.snapshot_backbone, self.backbone, 0.0)  # momentum 0: an exact copy
         ema_update_(self.snapshot_projector, self.projector, 0.0)
         device = self.centroids0.device
-        feats = torch.cat([self.forward_snapshot(x.to(device, non_blocking=True)) for x in images()])  # [N_local, D]
+        parts = [self.forward_snapshot(x.to(device, non_blocking=True)) for x in images()]
+        feats = torch.cat(parts) if parts else torch.zeros(0, self.cfg.proj_dim, device=device)  # [N_local, D]
         for h, k in enumerate(self.cfg.ks()):
             # Seeded by (epoch, head): every rank draws the same initial centroids, and a
             # resumed run re-clusters exactly as the uninterrupted one would.

@@ -151,4 +151,12 @@ class DINO(SSLMethod):
         temp = self.teacher_temp_at(self.epoch_of(step))
         loss = dino_loss(student_out, teacher_out, self.center, self.cfg.student_temp, temp)
         self._next_center = self.next_center(teacher_out)
-        return {"loss": loss, "teacher_temp": torch.tensor(temp), "momentum": torch.tensor(self.momentum_at(step, max_steps))}
+        return {"loss": loss, "teacher_entropy": self.teacher_entropy(teacher_out, temp),
+                "teacher_temp": torch.tensor(temp), "momentum": torch.tensor(self.momentum_at(step, max_steps))}
+
+    @torch.no_grad()
+    def teacher_entropy(self, teacher_out: torch.Tensor, temp: float) -> torch.Tensor:
+        """Mean entropy of the teacher's targets, DINO's collapse monitor (Caron et al. 2021, Fig. 7):
+        ln(out_dim) is uniform collapse (centering won), 0 is one-prototype collapse (sharpening won)."""
+        p = F.softmax((teacher_out.float() - self.center) / temp, dim=-1)  # [2 n, out]
+        return -(p * p.clamp_min(1e-12).log()).sum(-1).mean()

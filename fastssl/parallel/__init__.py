@@ -1,1 +1,8 @@
+"""Parallelism, applied from outside the single-device methods.
 
+- `parallelize`: what every engine applies first (memory format, synchronised BatchNorm,
+  activation checkpointing, compile), in one documented order;
+- `engines`: DDP, FSDP2 and DeepSpeed ZeRO behind one interface (`--dist.strategy`);
+- `sync_batchnorm`: BatchNorm over the global batch on any device;
+- `comm_counter`: the collectives (and bytes) a rank issues, for `fastssl bench step`.
+"""

@@ -42,8 +42,10 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=m)
         shape = [1, c] + [1] * (x.dim() - 2)
         y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.weight is not None:
+            y = y * self.weight.view(shape)
+        if self.bias is not None:  # SimCLR's projector ends in a BatchNorm with a scale and no shift
+            y = y + self.bias.view(shape)
         return y.to(x.dtype)
 
 

@@ -22,7 +22,6 @@ import torch.distributed as dist
 from fastssl.checkpoint import (
     atomic_write_text,
     check_resumable,
-    choose_checkpoint,
     latest_checkpoint,
     load_model_weights,
     read_train_state,

@@ -11,7 +11,7 @@ from fastssl.eval.commands import add_parser
 from fastssl.data import open_source
 from fastssl.eval.features import build_random_method, source_features
 from fastssl.eval.knn import knn_accuracy
-from fastssl.train.checkpoint import load_pretrained, save_checkpoint
+from fastssl.checkpoint import load_pretrained, save_checkpoint
 
 
 def make_run(tmp_path, **data) -> str:
@@ -24,7 +24,7 @@ def make_run(tmp_path, **data) -> str:
         setattr(cfg.data, key, value)
     method = build_random_method(cfg, seed=3)
     run = tmp_path / "run"
-    save_checkpoint(run, {"config": cfg.to_dict(), "model": method.state_dict(), "step": 7, "epoch": 1}, 7)
+    save_checkpoint(run, 7, method.state_dict(), {}, {"config": cfg.to_dict(), "step": 7, "epoch": 1}, keep_last=3)
     return str(run)
 
 
@@ -52,7 +52,7 @@ def test_knn_end_to_end_on_digits_with_a_checkpoint(run, capsys):
     assert 0.0 <= r["top1"] <= 100.0 and 0.0 <= r["top5"] <= 100.0
     # digits: 1617 train / 180 test (a fixed 10% hold-out), the train side limited to 300.
     assert (r["n_train"], r["n_test"], r["k"], r["t"]) == (300, 180, 50, 0.1)
-    assert r["ckpt"].endswith("step_00000007.pt") and r["image_size"] == 8 and r["task"] == "knn"
+    assert r["ckpt"].endswith("step_00000007") and r["image_size"] == 8 and r["task"] == "knn"
     assert r["seconds"] > 0
     # The command computes what the library functions compute on the same data.
     method, cfg = load_pretrained(run)
@@ -63,7 +63,7 @@ def test_knn_end_to_end_on_digits_with_a_checkpoint(run, capsys):
 
 
 def test_knn_human_line(run, capsys):
-    args = parse(["eval", "knn", "--ckpt", run + "/checkpoints/step_00000007.pt", "--limit-train", "100",
+    args = parse(["eval", "knn", "--ckpt", run + "/checkpoints/step_00000007", "--limit-train", "100",
                   "--num-workers", "0"])
     assert args.func(args) == 0
     out = capsys.readouterr().out.strip()

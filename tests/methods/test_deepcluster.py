@@ -130,3 +130,29 @@ def test_invalid_num_prototypes_names_the_key(value):
     c.method.num_prototypes = value
     with pytest.raises(FastSSLError, match="--method.num_prototypes"):
         validate(c)
+
+
+# The trainer must call `method.on_epoch_start` (fastssl/methods/base.py) before each epoch; until
+# it does, DeepCluster v2 cannot train through the CLI. strict: the marker must go once it works.
+_NEEDS_HOOK = pytest.mark.xfail(strict=True, reason="trainer does not call SSLMethod.on_epoch_start yet")
+
+
+@_NEEDS_HOOK
+def test_trains_a_short_run_through_the_cli(tmp_path):
+    from tests.methods.pretext_runs import train_cli
+
+    rows, weights = train_cli(tmp_path / "run", "deepcluster-cpu", "--train.max_steps=4",
+                              "--method.proj_hidden_dim=16", "--method.proj_dim=8", "--method.num_prototypes=4,6")
+    assert len(rows) == 4 and all("pseudo_acc" in r for r in rows)
+    assert int(weights["clustered_epoch"]) == 1  # 3 steps per epoch: the 4th step is epoch 1's
+    torch.testing.assert_close(weights["centroids1"].norm(dim=1), torch.ones(6))
+
+
+@_NEEDS_HOOK
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_world_size_2_equals_world_size_1_through_the_cli(tmp_path):
+    from tests.methods.pretext_runs import assert_two_ranks_equal_one
+
+    assert_two_ranks_equal_one(tmp_path, "deepcluster-cpu", "--method.proj_hidden_dim=16", "--method.proj_dim=8",
+                               "--method.num_prototypes=4,6")

@@ -153,6 +153,17 @@ def test_centre_is_computed_in_forward_and_applied_in_commit_step():
     assert "center" in m.state_dict()  # saved and resumed with the model
 
 
+def test_teacher_entropy_monitors_collapse():
+    m = build_method(_cfg())
+    out = m(_views())
+    assert 0 < out["teacher_entropy"].item() < math.log(32)
+    uniform = torch.zeros(8, 32)
+    assert m.teacher_entropy(uniform, 0.04).item() == pytest.approx(math.log(32), rel=1e-5)
+    one_hot = torch.zeros(8, 32)
+    one_hot[:, 3] = 10.0
+    assert m.teacher_entropy(one_hot, 0.04).item() == pytest.approx(0.0, abs=1e-4)
+
+
 def test_resnet_backbone_and_two_crops_without_locals():
     m = build_method(_cfg(model="resnet-tiny"))
     out = m(_views(locals_=0))

@@ -111,7 +111,7 @@ def available_strategies() -> list[str]:
 
 def run_cli(out, nproc, *args):
     """`fastssl train` on `nproc` gloo ranks (1: plain python). Returns (first logged loss, final weights)."""
-    from fastssl.train.checkpoint import latest_checkpoint, load_checkpoint
+    from fastssl.checkpoint import latest_checkpoint, load_checkpoint
 
     common = [f"--train.out={out}", "--data.limit=48", "--data.num_workers=0", "--train.batch_size=16",
               "--train.progress=false", "--train.tensorboard=false", "--train.knn_at_end=false",

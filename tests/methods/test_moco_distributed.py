@@ -26,7 +26,7 @@ from tests.train.conftest import tiny_overrides
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 WORLD, N_LOCAL, QUEUE, STEPS = 2, 4, 16, 3  # 3 steps of 8 keys wrap the 16-slot ring
-STRATEGIES = ["ddp"]
+STRATEGIES = ["ddp", "fsdp"]
 
 
 def _cfg():

@@ -163,3 +163,21 @@ def test_invalid_settings_name_the_key(key, value):
     setattr(c.method, key, value)
     with pytest.raises(FastSSLError, match=f"--method.{key}"):
         validate(c)
+
+
+def test_trains_a_short_run_through_the_cli(tmp_path):
+    from tests.methods.pretext_runs import train_cli
+
+    rows, weights = train_cli(tmp_path / "run", "swav-cpu", "--train.max_steps=3", "--method.proj_hidden_dim=16",
+                              "--method.proj_dim=8", "--method.num_prototypes=10")
+    assert len(rows) == 3 and all("code_max" in r for r in rows)
+    torch.testing.assert_close(weights["prototypes.weight"].norm(dim=1), torch.ones(10))
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_world_size_2_equals_world_size_1_through_the_cli(tmp_path):
+    from tests.methods.pretext_runs import assert_two_ranks_equal_one
+
+    assert_two_ranks_equal_one(tmp_path, "swav-cpu", "--method.proj_hidden_dim=16", "--method.proj_dim=8",
+                               "--method.num_prototypes=10", "--method.freeze_prototypes_epochs=0")

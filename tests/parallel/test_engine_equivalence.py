@@ -7,6 +7,8 @@ ranks reduce gradients and BatchNorm statistics in another order than one proces
 agree to fp32 round-off, not bitwise (the same bound as test_ddp_equivalence.py).
 """
 
+import json
+
 import pytest
 import torch
 
@@ -25,7 +27,11 @@ RTOL, ATOL = 1e-4, 1e-5
 @pytest.mark.parametrize("method,strategy", MATRIX, ids=[f"{m}-{s}" for m, s in MATRIX])
 def test_two_ranks_equal_one_process(tmp_path, reference_run, method, strategy):
     out = tmp_path / "run"
-    train_cli(out, 2, *THREE_STEPS, "--optim.name=sgd", *CASES[method], *strategy_args(strategy))
+    # The end-of-run kNN needs every rank's shards for its forward: it must run, and not hang.
+    train_cli(out, 2, *THREE_STEPS, "--optim.name=sgd", *CASES[method], *strategy_args(strategy),
+              "--train.knn_at_end=true", "--eval.knn_test_limit=60")
+    knn = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"knn"' in x]
+    assert len(knn) == 1 and 0 <= knn[0]["top1"] <= 100 and knn[0]["n_test"] == 60
     ref_losses, ref = reference_run(method)
     assert losses(out) == pytest.approx(ref_losses, rel=RTOL, abs=ATOL)  # steps 1, 2 and 3
     ckpts = checkpoints(out)

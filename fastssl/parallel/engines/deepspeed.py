@@ -101,6 +101,8 @@ class DeepSpeedEngine(Engine):
                                                             config=self.ds_config)
         self.method, self.model, self.optimizer = method, engine, optimizer
         self.check_ema_alignment()
+        if self.stage == 3:
+            self._share_fp32_master()
         self._init_state()
 
     def _register_direct_parameters(self, method: nn.Module) -> None:
@@ -202,17 +204,51 @@ class DeepSpeedEngine(Engine):
                 if k in loaded_scalars:
                     state[k].copy_(loaded_scalars[k])
 
+    def _share_fp32_master(self) -> None:
+        """ZeRO-3 in fp32: let the optimizer step the parameter partitions themselves.
+
+        DeepSpeed means to skip the fp32 master copy when the partitions already are fp32 on the
+        optimizer's device (stage3.py, `_create_fp32_partitions`), but it compares a torch.device
+        with the device's name as a string, which is never equal, so it clones them: 1/N of the
+        model per rank for nothing. Before any optimizer state exists, point each sub-group's
+        master at its parameter partition, as DeepSpeed's own branch would have.
+        """
+        opt = self.optimizer
+        for i, (lp, hp) in enumerate(zip(opt.fp16_partitioned_groups_flat, opt.fp32_partitioned_groups_flat)):
+            if lp is None or lp.dtype != hp.dtype or lp.device != hp.device or lp.data_ptr() == hp.data_ptr():
+                continue
+            lp.ds_id, lp.requires_grad = hp.ds_id, True
+            opt.fp32_partitioned_groups_flat[i] = lp
+
     def _init_state(self) -> None:
         """Create the inner optimizer's state now, as a fresh one's (zeros), for every group.
 
         ZeRO-1/2 map each parameter to its slice of the flat optimizer state once, lazily after
         the first group's first step, when the other groups have no state yet; their parameters
         then have no slice and `safe_get_full_optimizer_state` fails. Linking here, with all
-        state present, avoids that.
+        state present, avoids that. ZeRO-3 hands the optimizer one sub-group at a time (its
+        param_groups are empty between steps), so each is initialised the same way in turn.
         """
-        init_optimizer_state(self._inner())
+        inner = self._inner()
         if self.stage < 3:
+            init_optimizer_state(inner)
             self.optimizer._lazy_init_hp_params_optimizer_state()
+            return
+        if inner.state:
+            return
+        opt = self.optimizer
+        for i, flat in enumerate(opt.fp32_partitioned_groups_flat):
+            group = inner.param_groups[opt.sub_group_to_group_id[i]]
+            params, lr = group["params"], group["lr"]
+            group["params"], group["lr"] = [flat], 0.0
+            flat.grad = torch.zeros_like(flat)
+            inner.step()
+            group["params"], group["lr"], flat.grad = params, lr, None
+        with torch.no_grad():
+            for state in inner.state.values():
+                for v in state.values():
+                    if torch.is_tensor(v):
+                        v.zero_()
 
     # --- evaluation and checks -----------------------------------------------------------------
     @torch.no_grad()
@@ -231,15 +267,19 @@ class DeepSpeedEngine(Engine):
         return {k: v for k, v in state.items() if k not in names}
 
     def _memory_tensors(self):
-        params = list(self.method.parameters())  # ZeRO-3: local_tensor gives each ds_tensor partition
+        """Parameters (ZeRO-3: each `ds_tensor` partition, via `local_tensor`), the reduced gradient
+        partitions, the inner optimizer's state and the fp32 master partitions. DeepSpeed's bucket
+        buffers (`reduce_bucket_size`, `allgather_bucket_size`) are staging for communication and
+        not counted."""
+        params = list(self.method.parameters())
         opt = self.optimizer
         grads = [p.grad for p in params if p.grad is not None]
+        for group in opt.averaged_gradients.values():
+            grads += [g for g in (group or []) if g is not None]
         optim = [v for s in self._inner().state.values() for v in s.values() if torch.is_tensor(v)]
         if self.stage < 3:
-            for group in opt.averaged_gradients.values():
-                grads += [g for g in (group or []) if g is not None]
-            optim += list(opt.single_partition_of_fp32_groups)  # fp32 master partitions
+            optim += list(opt.single_partition_of_fp32_groups)  # fp32 master partitions (a copy in fp32 too)
         else:
-            grads += [g for g in opt.averaged_gradients.values() if g is not None]
-            optim += list(opt.fp32_partitioned_groups_flat)  # aliases the parameters in fp32 (counted once)
+            grads.append(opt.grad_partitions_flat_buffer)  # held between steps, whatever is in it
+            optim += list(opt.fp32_partitioned_groups_flat)  # aliases the fp32 parameters: counted once
         return iter(params), iter(grads), iter(optim)

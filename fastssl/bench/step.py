@@ -1,0 +1,232 @@
+"""`fastssl bench step`: the real SSL training step per strategy, with per-rank memory and traffic.
+
+    torchrun --nproc_per_node=2 -m fastssl bench step --strategy ddp,fsdp,zero1,zero2,zero3 \
+        --model vit_small --image-size 32 --patch-size 16 --batch 8 [--method byol] [--optim adamw]
+
+Each strategy builds the method and its engine (fastssl/parallel/engines/) and runs
+`fastssl.train.step.train_step`, the trainer's own step, on synthetic views already on the
+device (the method's view spec; no data loading: `fastssl bench loader`). Per rank it reports:
+
+- the bytes of parameters, gradients and optimizer state this rank holds (`Engine.memory_report`:
+  local shard storages, each counted once; gradients as held between backward and the optimizer
+  step; DeepSpeed's fp32 master partitions count as optimizer state), their sum `state_mb` and
+  its ratio to DDP's (`state_vs_ddp`);
+- the collectives of one step: calls, payload bytes (the full buffer per call, nccl-tests'
+  size) and a ring-algorithm estimate of the bytes this rank sends (fastssl/parallel/comm_counter.py);
+- step time (median of `--repeats`), images/s of the global batch, the ratio to DDP's images/s
+  (`vs_ddp`; DDP is measured first unless `--no-ddp-baseline`), and the same views through the
+  backbone alone, forward + backward on one device with no collectives (`backbone_images_per_s`);
+  `ssl_overhead` = backbone images/s / step images/s is what the method and the strategy add.
+
+Strategies: ddp, fsdp, zero1, zero2, zero3 (DeepSpeed; `deepspeed` means `--zero-stage`).
+Works on one process too (each strategy on a 1-rank group). Rows go to one CSV, one per rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+from typing import Any
+
+from fastssl.bench.harness import Provenance, bench_device, cuda_sync, load_average, measure, set_threads
+from fastssl.bench.report import add_output_options, emit, log
+from fastssl.errors import FastSSLError
+
+STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3", "deepspeed")
+MIB = 2**20
+FIELDS = (
+    "strategy", "zero_stage", "rank", "world_size", "method", "model", "image_size", "patch_size", "batch", "optim",
+    "param_bytes", "grad_bytes", "optim_bytes", "state_mb", "state_vs_ddp", "comm_calls", "comm_payload_mb",
+    "comm_ring_mb", "step_ms", "step_p10_ms", "step_p90_ms", "images_per_s", "vs_ddp", "backbone_images_per_s",
+    "ssl_overhead", "repeats", "status", "load_1m", *Provenance.fields(),
+)  # fmt: skip
+COLUMNS = ("strategy", "rank", "param_bytes", "grad_bytes", "optim_bytes", "state_mb", "state_vs_ddp", "comm_calls",
+           "comm_payload_mb", "comm_ring_mb", "step_ms", "images_per_s", "vs_ddp", "ssl_overhead")
+
+
+def _config(args: argparse.Namespace, world_size: int):
+    from fastssl.config import apply_overrides, validate
+    from fastssl.recipes import get_recipe
+
+    cfg = get_recipe(args.recipe)
+    overrides = [f"--train.batch_size={args.batch}", f"--optim.name={args.optim}", "--optim.warmup_epochs=0"]
+    if args.method:
+        overrides.insert(0, f"--method.name={args.method}")
+    if args.model:
+        overrides.append(f"--model.name={args.model}")
+    if args.image_size:
+        overrides.append(f"--data.image_size={args.image_size}")
+    if args.patch_size:
+        overrides.append(f"--model.patch_size={args.patch_size}")
+    cfg = apply_overrides(cfg, overrides + list(args.set or []))
+    validate(cfg)
+    if cfg.train.batch_size % world_size:
+        raise FastSSLError(f"--batch {cfg.train.batch_size} is not divisible by world size {world_size}")
+    return cfg
+
+
+def _strategy(cfg, name: str, zero_stage: int):
+    cfg = copy.deepcopy(cfg)
+    if name.startswith("zero"):
+        cfg.dist.strategy, cfg.dist.zero_stage = "deepspeed", int(name[-1])
+    elif name == "deepspeed":
+        cfg.dist.strategy, cfg.dist.zero_stage = "deepspeed", zero_stage
+    else:
+        cfg.dist.strategy = name
+    return cfg
+
+
+def _views(method, cfg, per_rank: int, device):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    spec = type(method).view_spec(cfg)
+    return [torch.randn(per_rank, 3, v.size, v.size, generator=g).to(device) for v in spec.views]
+
+
+def _backbone_baseline(cfg, views, args, device, world_size: int) -> float:
+    """Images/s of the global batch when each rank runs its views through the backbone alone."""
+    import torch
+
+    from fastssl.models.backbone import build_backbone
+
+    backbone = build_backbone(cfg.model.name, cfg.data.image_size, cfg.model.patch_size).to(device).train()
+
+    def step():
+        backbone.zero_grad(set_to_none=True)
+        loss = sum(backbone(v).float().square().mean() for v in views)
+        loss.backward()
+
+    t = measure(step, args.warmup, args.repeats, cuda_sync(device))
+    return views[0].shape[0] * world_size / t.median_s
+
+
+def _bench(cfg, world, args, name: str) -> dict[str, Any]:
+    import torch
+
+    from fastssl.methods import build_method
+    from fastssl.parallel.comm_counter import CommCounter
+    from fastssl.parallel.engines import build_engine
+    from fastssl.train.bn_guard import BatchNormGuard
+    from fastssl.train.optim import build_optimizer
+    from fastssl.train.schedule import scaled_lr
+    from fastssl.train.step import OK, train_step
+
+    engine = build_engine(cfg, world)
+    torch.manual_seed(cfg.train.seed)
+    method = build_method(cfg).to(world.device)
+    lr = scaled_lr(cfg.optim, cfg.train.batch_size)
+    engine.wrap(method, lambda m: build_optimizer(m, cfg.optim, lr))
+    method = engine.method
+    guard = BatchNormGuard(method)
+    views = _views(method, cfg, cfg.train.batch_size // world.world_size, world.device)
+    total, step_no = 10**6, 0
+    engine.model.train()
+
+    def one(probe=None):
+        nonlocal step_no
+        out = train_step(engine, method, views, step_no, total, 0, lr, guard, on_grads=probe)
+        step_no += 1
+        if out.status != OK:
+            raise FastSSLError(f"the {name} step was skipped ({out.status} not finite); lower --optim or check --set")
+
+    one()  # creates the optimizer state
+    mem: dict[str, int] = {}
+    one(probe=lambda: mem.update(engine.memory_report()))
+    with CommCounter(world.world_size) as comm:
+        one()
+    t = measure(one, max(args.warmup - 2, 0), args.repeats, cuda_sync(world.device))
+    row = {"strategy": name, "zero_stage": cfg.dist.zero_stage if cfg.dist.strategy == "deepspeed" else "",
+           "rank": world.rank, "world_size": world.world_size, **mem,
+           "state_mb": sum(mem.values()) / MIB, "comm_calls": comm.calls,
+           "comm_payload_mb": comm.payload_bytes / MIB, "comm_ring_mb": comm.ring_bytes / MIB,
+           "step_ms": t.median_s * 1e3, "step_p10_ms": t.p10_s * 1e3, "step_p90_ms": t.p90_s * 1e3,
+           "images_per_s": cfg.train.batch_size / t.median_s, "repeats": t.repeats, "status": "ok"}
+    if not args.no_backbone_baseline:
+        row["backbone_images_per_s"] = _backbone_baseline(cfg, views, args, world.device, world.world_size)
+        row["ssl_overhead"] = row["backbone_images_per_s"] / row["images_per_s"]
+    engine.close()
+    return row
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+
+    from fastssl.distributed import destroy_distributed, init_distributed
+
+    device = bench_device(args.device)
+    set_threads(args.threads)
+    names = [s.strip() for s in args.strategy.split(",") if s.strip()]
+    if bad := [s for s in names if s not in STRATEGIES]:
+        raise FastSSLError(f"--strategy: unknown {', '.join(bad)}; choose from {', '.join(STRATEGIES)}")
+    if not args.no_ddp_baseline and "ddp" not in names:
+        names.insert(0, "ddp")
+    world = init_distributed("auto", str(device))
+    try:
+        cfg = _config(args, world.world_size)
+        prov = Provenance.collect(device)
+        if world.is_main:
+            log(args, f"# bench step: {prov.summary()}; {cfg.method.name}/{cfg.model.name} at {cfg.data.image_size} px, "
+                      f"global batch {cfg.train.batch_size} on {world.world_size} rank(s), optim {cfg.optim.name}")
+        rows = []
+        for name in names:
+            row = _bench(_strategy(cfg, name, args.zero_stage), world, args, name)
+            rows.append(row)
+            gc.collect()
+            if world.is_main:
+                log(args, f"  {name:<6} rank 0: {row['state_mb']:8.1f} MiB state  {row['comm_payload_mb']:8.1f} MiB "
+                          f"collectives/step  {row['images_per_s']:8.1f} images/s")
+        gathered = [rows]
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, rows)
+        all_rows = [r for rank_rows in gathered for r in rank_rows]
+        common = {**prov.as_row(), "method": cfg.method.name, "model": cfg.model.name, "image_size": cfg.data.image_size,
+                  "patch_size": cfg.model.patch_size, "batch": cfg.train.batch_size, "optim": cfg.optim.name,
+                  "load_1m": load_average()}
+        ddp = {r["rank"]: r for r in all_rows if r["strategy"] == "ddp"}
+        for r in all_rows:
+            r.update(common)
+            if r["rank"] in ddp:
+                r["vs_ddp"] = r["images_per_s"] / ddp[r["rank"]]["images_per_s"]
+                r["state_vs_ddp"] = r["state_mb"] / ddp[r["rank"]]["state_mb"]
+        all_rows.sort(key=lambda r: (names.index(r["strategy"]), r["rank"]))
+        if not world.is_main:
+            return {}
+        return emit(
+            "step", args, all_rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, notes=[
+                "bytes: what each rank holds (local shards); grads between backward and optimizer step; "
+                "comm: one step's collectives (payload = full buffer per call)"],
+            plot_spec=dict(x="strategy", y=["images_per_s", "state_mb"], group=["strategy", "rank"], kind="bar",
+                           title=f"{cfg.method.name}/{cfg.model.name} step, {world.world_size} rank(s), {prov.device}"),
+        )
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        destroy_distributed()
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("step", help="the SSL training step per strategy: per-rank memory, collectives, images/s",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--strategy", default="ddp,fsdp,zero3", help=f"comma-separated: {', '.join(STRATEGIES)}")
+    p.add_argument("--zero-stage", type=int, default=2, choices=(1, 2, 3), help="ZeRO stage of `deepspeed`")
+    p.add_argument("--recipe", default="default", help="config to start from")
+    p.add_argument("--method", default=None, help="method (default: the recipe's)")
+    p.add_argument("--model", default=None, help="backbone (default: the recipe's)")
+    p.add_argument("--image-size", type=int, default=0, help="view size (default: the recipe's)")
+    p.add_argument("--patch-size", type=int, default=0, help="ViT patch size (default: the recipe's)")
+    p.add_argument("--batch", type=int, default=8, help="global batch (all ranks)")
+    p.add_argument("--optim", default="adamw", choices=("adamw", "sgd", "lars"),
+                   help="optimizer (default adamw: DeepSpeed refuses lars)")
+    p.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="further config overrides")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps (the first creates state; at least 2 run)")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps")
+    p.add_argument("--no-ddp-baseline", action="store_true", help="do not add ddp for the vs_ddp ratios")
+    p.add_argument("--no-backbone-baseline", action="store_true", help="skip the backbone-alone measurement")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per rank (default: torch's)")
+    add_output_options(p, "step")
+    p.set_defaults(func=lambda a: (run(a), 0)[1])
