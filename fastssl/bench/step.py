@@ -38,7 +38,7 @@ MIB = 2**20
 FIELDS = (
     "strategy", "zero_stage", "rank", "world_size", "method", "model", "image_size", "patch_size", "batch", "optim",
     "param_bytes", "grad_bytes", "optim_bytes", "state_mb", "state_vs_ddp", "comm_calls", "comm_payload_mb",
-    "comm_ring_mb", "step_ms", "step_p10_ms", "step_p90_ms", "images_per_s", "vs_ddp", "backbone_images_per_s",
+    "comm_ring_mb", "comm_ops", "step_ms", "step_p10_ms", "step_p90_ms", "images_per_s", "vs_ddp", "backbone_images_per_s",
     "ssl_overhead", "repeats", "status", "load_1m", *Provenance.fields(),
 )  # fmt: skip
 COLUMNS = ("strategy", "rank", "param_bytes", "grad_bytes", "optim_bytes", "state_mb", "state_vs_ddp", "comm_calls",
@@ -141,6 +141,7 @@ def _bench(cfg, world, args, name: str) -> dict[str, Any]:
            "rank": world.rank, "world_size": world.world_size, **mem,
            "state_mb": sum(mem.values()) / MIB, "comm_calls": comm.calls,
            "comm_payload_mb": comm.payload_bytes / MIB, "comm_ring_mb": comm.ring_bytes / MIB,
+           "comm_ops": " ".join(f"{op}={n}" for op, n in sorted(comm.by_op.items())),
            "step_ms": t.median_s * 1e3, "step_p10_ms": t.p10_s * 1e3, "step_p90_ms": t.p90_s * 1e3,
            "images_per_s": cfg.train.batch_size / t.median_s, "repeats": t.repeats, "status": "ok"}
     if not args.no_backbone_baseline:

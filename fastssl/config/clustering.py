@@ -16,6 +16,8 @@ class SwAVConfig(MethodConfig):
     name: str = "swav"
     # Caron et al. 2020, facebookresearch/swav main_swav.py: --hidden_mlp 2048, --feat_dim 128
     # (projection head Linear-BN-ReLU-Linear, then L2-normalised), --nmb_prototypes 3000.
+    # Keep num_prototypes > proj_dim: otherwise an embedding orthogonal to every prototype
+    # difference scores them all alike, and uniform predictions are a trivial minimum.
     proj_hidden_dim: int = 2048
     proj_dim: int = 128
     num_prototypes: int = 3000

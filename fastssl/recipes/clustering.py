@@ -15,9 +15,11 @@ def swav_cpu() -> Config:
     c.aug.local_crops, c.aug.local_size, c.aug.local_scale_min, c.aug.local_scale_max = 2, 8, 0.2, 0.5
     c.aug.local_blur_p = 0.0  # 8 px is too small to blur
     m = c.set_method("swav")
-    # 30 prototypes for 10 classes: swav's 3000 for ImageNet's 1000. The digits batch of 128
-    # already spreads over 30 prototypes (~4 per prototype), so no queue.
-    m.proj_hidden_dim, m.proj_dim, m.num_prototypes = 256, 64, 30
+    # More prototypes than embedding dimensions, as swav's 3000 > 128: with K <= D every
+    # embedding can be orthogonal to all prototype differences, predictions go uniform and the
+    # loss sits at log K (measured here with K = 30, D = 64: stuck at 3.40 from epoch 4). 100
+    # prototypes for a batch of 128 is swav's ratio (3000 for 4096); no queue at that ratio.
+    m.proj_hidden_dim, m.proj_dim, m.num_prototypes = 256, 32, 100
     m.temperature, m.epsilon, m.queue_length = 0.1, 0.05, 0
     c.train.out = "runs/swav-cpu"
     return c

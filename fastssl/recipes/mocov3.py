@@ -19,7 +19,7 @@ def mocov3_cpu() -> Config:
     m.proj_hidden_dim, m.proj_dim, m.pred_hidden_dim, m.proj_layers = 256, 64, 256, 0
     m.temperature, m.momentum_base, m.momentum_final, m.freeze_patch_embed = 0.2, 0.99, 1.0, True
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "adamw", 0.002, 1e-4, 2
-    c.train.epochs, c.train.batch_size, c.train.out = 20, 128, "runs/mocov3-cpu"
+    c.train.epochs, c.train.batch_size, c.train.out = 10, 128, "runs/mocov3-cpu"
     return c
 
 

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from fastssl.config import Config
+from fastssl.config import Config, validate
 from fastssl.errors import FastSSLError
-from fastssl.methods import build_method
+from fastssl.methods import build_method, method_class
+from fastssl.recipes import get_recipe
 from fastssl.methods.colorize import Colorize
 from fastssl.methods.lab_colour import (
     ab_bin_centres,
@@ -143,6 +144,11 @@ def test_view_spec_requires_the_loaders_normalisation():
     with pytest.raises(FastSSLError, match="--method.rgb_mean"):
         Colorize.view_spec(c)
 
+
+@pytest.mark.parametrize("recipe", ['colorize-cpu', 'colorize-cifar10-cpu', 'colorize-resnet50-imagenet'])
+def test_recipes_validate_and_build_their_views(recipe):
+    cfg = validate(get_recipe(recipe))
+    assert cfg.method.name == "colorize" and len(method_class("colorize").view_spec(cfg).views) == 1
 
 def test_trains_a_short_run_through_the_cli(tmp_path):
     rows, weights = train_cli(tmp_path / "run", "colorize-cpu", "--train.max_steps=3", "--method.out_cells=2",

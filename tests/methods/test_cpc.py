@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from fastssl.config import Config
+from fastssl.config import Config, validate
 from fastssl.errors import FastSSLError
 from fastssl.losses import info_nce
-from fastssl.methods import build_method
+from fastssl.methods import build_method, method_class
+from fastssl.recipes import get_recipe
 from fastssl.methods.cpc import CPC, grid_size, patch_grid, prediction_offsets
 from fastssl.models.cpc_context import ContextNetwork
 from tests.methods.pretext_runs import assert_two_ranks_equal_one, train_cli
@@ -95,6 +96,11 @@ def test_grid_too_small_names_the_fix():
         CPC.view_spec(_cfg(size=6))
     assert len(CPC.view_spec(_cfg()).views) == 1
 
+
+@pytest.mark.parametrize("recipe", ['cpc-cpu', 'cpc-resnet18-cifar10', 'cpc-resnet50-imagenet'])
+def test_recipes_validate_and_build_their_views(recipe):
+    cfg = validate(get_recipe(recipe))
+    assert cfg.method.name == "cpc" and len(method_class("cpc").view_spec(cfg).views) == 1
 
 def test_trains_a_short_run_through_the_cli(tmp_path):
     rows, weights = train_cli(tmp_path / "run", "cpc-cpu", "--train.max_steps=3", "--data.image_size=12",

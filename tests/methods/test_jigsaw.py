@@ -2,9 +2,10 @@ import pytest
 import torch
 
 import fastssl.methods.batch_draws as batch_draws
-from fastssl.config import Config
+from fastssl.config import Config, validate
 from fastssl.errors import FastSSLError
-from fastssl.methods import build_method
+from fastssl.methods import build_method, method_class
+from fastssl.recipes import get_recipe
 from fastssl.methods.jigsaw import Jigsaw, cut_tiles, maximal_hamming_permutations, tile_size_for
 from tests.methods.pretext_runs import assert_two_ranks_equal_one, train_cli
 
@@ -123,6 +124,11 @@ def test_tile_size_follows_the_paper_and_must_fit():
     with pytest.raises(FastSSLError, match="--method.tile_size"):
         Jigsaw.view_spec(_cfg(12, tile_size=5))
 
+
+@pytest.mark.parametrize("recipe", ['jigsaw-cpu', 'jigsaw-resnet50-imagenet'])
+def test_recipes_validate_and_build_their_views(recipe):
+    cfg = validate(get_recipe(recipe))
+    assert cfg.method.name == "jigsaw" and len(method_class("jigsaw").view_spec(cfg).views) == 1
 
 def test_trains_a_short_run_through_the_cli(tmp_path):
     rows, weights = train_cli(tmp_path / "run", "jigsaw-cpu", "--train.max_steps=3", "--data.image_size=12",

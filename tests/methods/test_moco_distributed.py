@@ -5,9 +5,10 @@
   ShuffleBN over 2 groups (one per rank) equal to one process splitting its batch in 2.
 - End to end (`torchrun ... -m fastssl train`, 2 steps, a checkpoint after each): loss, weights,
   BN statistics and the queue equal the 1-process run, for `bn=sync`, for ShuffleBN with the same
-  number of groups, and for MoCo v3. Parametrised over `--dist.strategy`.
+  number of groups, and for MoCo v3; under each `--dist.strategy` (ddp, fsdp, deepspeed).
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -26,7 +27,8 @@ from tests.train.conftest import tiny_overrides
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 WORLD, N_LOCAL, QUEUE, STEPS = 2, 4, 16, 3  # 3 steps of 8 keys wrap the 16-slot ring
-STRATEGIES = ["ddp", "fsdp"]
+_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
+STRATEGIES = ["ddp", "fsdp", pytest.param("deepspeed", marks=pytest.mark.skipif(not _DEEPSPEED, reason="needs deepspeed"))]
 
 
 def _cfg():

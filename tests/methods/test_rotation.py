@@ -2,8 +2,9 @@ import pytest
 import torch
 
 import fastssl.methods.batch_draws as batch_draws
-from fastssl.config import Config
-from fastssl.methods import build_method
+from fastssl.config import Config, validate
+from fastssl.methods import build_method, method_class
+from fastssl.recipes import get_recipe
 from fastssl.methods.rotation import Rotation, all_rotations, rotate_quarter_turns
 from tests.methods.pretext_runs import assert_two_ranks_equal_one, train_cli
 
@@ -94,6 +95,11 @@ def test_one_view_spec_and_unknown_mode_rejected():
     c.method.rotations = "sometimes"
     assert any(k == "rotations" for k, _ in c.method.check())
 
+
+@pytest.mark.parametrize("recipe", ['rotation-cpu', 'rotation-resnet18-cifar10', 'rotation-resnet50-imagenet'])
+def test_recipes_validate_and_build_their_views(recipe):
+    cfg = validate(get_recipe(recipe))
+    assert cfg.method.name == "rotation" and len(method_class("rotation").view_spec(cfg).views) == 1
 
 def test_trains_a_short_run_through_the_cli(tmp_path):
     rows, weights = train_cli(tmp_path / "run", "rotation-cpu", "--train.max_steps=3")

@@ -51,15 +51,23 @@ def checkpoints(out) -> dict[int, dict]:
 
 
 def assert_same_state(a: dict, b: dict, rtol: float, atol: float, sections=("model", "optim")) -> None:
+    """Every tensor of checkpoint `a` equals `b`'s: |a - b| <= atol + rtol * max|b| per tensor.
+
+    The bound is relative to each tensor's scale, not element by element: reducing in another
+    order perturbs a gradient (and so a momentum buffer) by round-off of the sum's magnitude, which
+    is large next to an element that happens to be near zero.
+    """
     import torch
 
     for section in sections:
         assert a[section].keys() == b[section].keys(), (section, sorted(set(a[section]) ^ set(b[section]))[:5])
         for k, v in a[section].items():
+            ref = b[section][k]
             if v.is_floating_point():
-                torch.testing.assert_close(v, b[section][k], rtol=rtol, atol=atol, msg=f"{section}.{k}")
+                bound = atol + rtol * (ref.abs().max().item() if ref.numel() else 0.0)
+                torch.testing.assert_close(v, ref, rtol=0, atol=bound, msg=lambda m: f"{section}.{k}: {m}")
             else:
-                assert torch.equal(v, b[section][k]), f"{section}.{k}"
+                assert torch.equal(v, ref), f"{section}.{k}"
 
 
 CASES = {"byol": BYOL_RESNET, "simclr": SIMCLR_VIT}

@@ -2,9 +2,9 @@
 
 Each 2-rank run trains 3 steps with a checkpoint after each; its per-step losses and its
 checkpoints after steps 1 and 3 (weights, BatchNorm statistics, EMA targets, optimizer state)
-are compared with one uninterrupted single-process run. Tolerance rtol 1e-4 / atol 1e-5: the
-ranks reduce gradients and BatchNorm statistics in another order than one process, so the two
-agree to fp32 round-off, not bitwise (the same bound as test_ddp_equivalence.py).
+are compared with one uninterrupted single-process run. Tolerance |a - b| <= 1e-5 + 1e-4 max|b|
+per tensor: the ranks reduce gradients and BatchNorm statistics in another order than one
+process, so the two agree to fp32 round-off of each tensor's scale, not bitwise.
 """
 
 import json

@@ -59,10 +59,10 @@ sys.exit(main(["train", *sys.argv[1:]]))
 """
 
 
-def _run(tmp_path, name, nproc, *args):
+def _run(tmp_path, nproc, *args):
     driver = tmp_path / "driver.py"
     driver.write_text(_DRIVER)
-    out = tmp_path / name
+    out = tmp_path / "run"
     argv = [*tiny_overrides(out), "--train.epochs=2", "--train.max_steps=4", "--optim.name=sgd",
             "--dist.backend=gloo", *CONSTANT_SCHEDULE, *CASES["byol"], *args]
     launch = [sys.executable, str(driver)] if nproc == 1 else [
@@ -75,10 +75,15 @@ def _run(tmp_path, name, nproc, *args):
     return out
 
 
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    return checkpoints(_run(tmp_path_factory.mktemp("one"), 1))
+
+
 @pytest.mark.parametrize("strategy", [["--dist.strategy=fsdp"],
                                       ["--dist.strategy=deepspeed", "--dist.zero_stage=3"]], ids=["fsdp", "zero3"])
-def test_one_rank_non_finite_skips_everywhere(tmp_path, strategy):
-    ref = checkpoints(_run(tmp_path, "one", 1))
-    got = checkpoints(_run(tmp_path, "two", 2, *strategy))
+def test_one_rank_non_finite_skips_everywhere(tmp_path, one_process, strategy):
+    ref = one_process
+    got = checkpoints(_run(tmp_path, 2, *strategy))
     assert max(got) == max(ref) == 4
     assert_same_state(got[4], ref[4], rtol=1e-4, atol=1e-5)

@@ -60,17 +60,14 @@ def precision_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     raise FastSSLError(f"unknown --train.precision={p!r}; use auto, bf16 or fp32")
 
 
-def ensure_process_group(world: World) -> bool:
-    """Sharding engines need a process group even on one process; make a 1-rank one if absent.
-
-    Returns True when it created the group (`fastssl.distributed.destroy_distributed` ends it).
-    """
+def ensure_process_group(world: World) -> None:
+    """Sharding engines need a process group even on one process: make a 1-rank one if absent
+    (`fastssl.distributed.destroy_distributed` ends it with the run)."""
     if is_dist():
-        return False
+        return
     backend = "nccl" if world.device.type == "cuda" else "gloo"
     dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
                             timeout=datetime.timedelta(seconds=1800))
-    return True
 
 
 def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:

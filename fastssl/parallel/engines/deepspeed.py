@@ -85,7 +85,7 @@ class DeepSpeedEngine(Engine):
         self.ds_config: dict[str, Any] = {}
 
     def wrap(self, method: SSLMethod, make_optimizer: OptimizerFactory) -> None:
-        self.own_group = ensure_process_group(self.world)
+        ensure_process_group(self.world)
         # torchrun sets these; a plain `python -m fastssl train` (one process) does not.
         for key, value in (("LOCAL_RANK", self.world.local_rank), ("RANK", self.world.rank),
                            ("WORLD_SIZE", self.world.world_size)):

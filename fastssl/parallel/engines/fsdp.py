@@ -29,7 +29,7 @@ class FSDPEngine(Engine):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        self.own_group = ensure_process_group(self.world)
+        ensure_process_group(self.world)
         method = prepare(method, self.cfg, self.world, compile_per_unit=True)
         mesh = init_device_mesh(self.world.device.type, (self.world.world_size,))
         kwargs = {"mesh": mesh, "reshard_after_forward": self.cfg.dist.reshard_after_forward}
