@@ -38,14 +38,22 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
 
 
-def resolve_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+def resolve_device(requested: "str | torch.device" = "auto", local_rank: int = 0, flag: str = "--train.device") -> torch.device:
+    """auto | cpu | cuda | cuda:N -> a device; the one home of this choice (train, eval, bench).
+
+    `flag` names the option the user set, so the error says which one to change.
+    """
+    from fastssl.errors import FastSSLError
+
+    if isinstance(requested, torch.device):
+        return requested
+    if requested not in ("auto", "cpu", "cuda") and not str(requested).startswith("cuda:"):
+        raise FastSSLError(f"unknown device '{requested}'; use {flag}=auto, cpu or cuda")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        from fastssl.errors import FastSSLError
-
-        raise FastSSLError("train.device=cuda but no CUDA device is visible; use --train.device=cpu")
-    return torch.device("cuda", local_rank)
+        raise FastSSLError(f"{flag}={requested} but no CUDA device is visible; use {flag}=cpu")
+    return torch.device(requested) if str(requested).startswith("cuda:") else torch.device("cuda", local_rank)
 
 
 def init_distributed(backend: str = "auto", device: str = "auto", timeout_s: int = 1800) -> World:

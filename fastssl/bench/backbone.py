@@ -30,6 +30,7 @@ from fastssl.bench.harness import (
     set_threads,
 )
 from fastssl.bench.report import add_output_options, emit, log
+from fastssl.data.dtypes import output_dtype
 from fastssl.errors import FastSSLError
 
 CPU_MODELS = "resnet-tiny,resnet18-cifar,resnet18,resnet50,vit_tiny,vit_small"
@@ -70,7 +71,7 @@ def make_step(name: str, image_size: int, patch_size: int, batch: int, device: s
     x = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)).to(dev)
     if dev.type == "cuda" and "resnet" in name:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    dtype = None if amp == "none" else output_dtype(amp)
 
     def step():
         model.zero_grad(set_to_none=True)

@@ -38,6 +38,7 @@ from fastssl.bench.harness import (
     set_threads,
 )
 from fastssl.bench.report import add_output_options, emit, log
+from fastssl.data.dtypes import output_dtype
 from fastssl.errors import FastSSLError
 
 PROVIDERS = ("torch", "chunked", "triton")
@@ -80,7 +81,7 @@ def make_case(two_n: int, d: int, dtype: str, impl: str, temperature: float = 0.
 
     from fastssl.losses import nt_xent
 
-    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    torch_dtype = output_dtype(dtype)
     g = torch.Generator().manual_seed(0)
     z1, z2 = (
         torch.randn(two_n // 2, d, generator=g).to(device=device, dtype=torch_dtype).requires_grad_()

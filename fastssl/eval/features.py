@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from fastssl.config import Config
+from fastssl.distributed import resolve_device as _resolve_device
 from fastssl.errors import FastSSLError
 
 # The seed of --random-init weights, so two random-init baselines are the same model.
@@ -25,15 +26,8 @@ RANDOM_INIT_SEED = 0
 
 
 def resolve_device(requested: str | torch.device = "auto") -> torch.device:
-    if isinstance(requested, torch.device):
-        return requested
-    if requested not in ("auto", "cpu", "cuda") and not requested.startswith("cuda:"):
-        raise FastSSLError(f"unknown device '{requested}'; use --device auto, cpu or cuda")
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise FastSSLError("--device cuda but no CUDA device is visible; use --device cpu")
-    return torch.device("cuda") if requested == "auto" else torch.device(requested)
+    """The eval commands' `--device`: fastssl.distributed.resolve_device with that flag's name."""
+    return _resolve_device(requested, flag="--device")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -29,6 +29,7 @@ from fastssl.checkpoint import (
     set_rng_state,
     step_of,
 )
+from fastssl.cluster.training_images import training_images
 from fastssl.config import Config, format_config, validate
 from fastssl.distributed import World, all_reduce_mean, destroy_distributed, init_distributed, is_dist
 from fastssl.errors import FastSSLError
@@ -169,9 +170,13 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
         }, cfg.train.keep_last)
 
     stopped_by: int | None = None
+    images = training_images(cfg, world)  # opened only if a method asks (DeepCluster v2)
     with _StopFlag() as stop:
         while step < total_steps:
             epoch, start_in_epoch = divmod(step, steps_per_epoch)
+            if start_in_epoch == 0:
+                # Every rank calls it: a method may run collectives here (k-means across ranks).
+                method.on_epoch_start(epoch, images)
             loader.set_epoch(epoch, start_in_epoch)
             engine.model.train()
             t_step = time.perf_counter()

@@ -132,12 +132,6 @@ def test_invalid_num_prototypes_names_the_key(value):
         validate(c)
 
 
-# The trainer must call `method.on_epoch_start` (fastssl/methods/base.py) before each epoch; until
-# it does, DeepCluster v2 cannot train through the CLI. strict: the marker must go once it works.
-_NEEDS_HOOK = pytest.mark.xfail(strict=True, reason="trainer does not call SSLMethod.on_epoch_start yet")
-
-
-@_NEEDS_HOOK
 def test_trains_a_short_run_through_the_cli(tmp_path):
     from tests.methods.pretext_runs import train_cli
 
@@ -148,7 +142,6 @@ def test_trains_a_short_run_through_the_cli(tmp_path):
     torch.testing.assert_close(weights["centroids1"].norm(dim=1), torch.ones(6))
 
 
-@_NEEDS_HOOK
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_world_size_2_equals_world_size_1_through_the_cli(tmp_path):

@@ -207,3 +207,8 @@ def test_cpu_recipe_trains_end_to_end(tmp_path):
     train_rows = [row for row in rows if row.get("kind") == "train"]
     assert len(train_rows) == 3 and all(math.isfinite(row["loss"]) for row in train_rows)
     assert train_rows[-1]["momentum"] > train_rows[0]["momentum"]
+    # 2 global + the recipe's local crops per image (DINO.view_spec).
+    from fastssl.recipes import get_recipe
+
+    crops = 2 + get_recipe("dino-cpu").aug.local_crops
+    assert train_rows[-1]["views_per_s"] == pytest.approx(crops * train_rows[-1]["images_per_s"])

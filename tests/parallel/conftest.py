@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fastssl.checkpoint import list_checkpoints, load_checkpoint
 from tests.train.conftest import tiny_overrides
 
@@ -86,7 +88,5 @@ def _reference_runs(tmp_path_factory):
 
     return get
 
-
-import pytest  # noqa: E402
 
 reference_run = pytest.fixture(scope="session")(_reference_runs)

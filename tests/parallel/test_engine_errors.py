@@ -2,8 +2,6 @@
 
 import sys
 
-import pytest
-
 import fastssl.train.trainer as trainer
 from fastssl.cli import main
 from fastssl.distributed import World
