@@ -27,8 +27,8 @@ def mae_cpu() -> Config:
     m.mask_ratio, m.norm_pix_loss = 0.75, True
     m.decoder_dim, m.decoder_depth, m.decoder_heads = 64, 2, 4
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.betas = "adamw", 1.5e-3, 0.05, (0.9, 0.95)
-    c.optim.warmup_epochs = 5
-    c.train.epochs, c.train.batch_size, c.train.out = 60, 128, "runs/mae-cpu"
+    c.optim.warmup_epochs = 3
+    c.train.epochs, c.train.batch_size, c.train.out = 30, 128, "runs/mae-cpu"
     # kNN is a poor judge of MAE features (He et al. 2022, Sec. 4: MAE is "not linearly separable"
     # as contrastive features are); `fastssl eval finetune` is the meaningful figure.
     return c
