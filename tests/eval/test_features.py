@@ -98,7 +98,7 @@ def test_user_errors():
     with pytest.raises(FastSSLError, match="--device"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(FastSSLError, match="--device cpu"):
+        with pytest.raises(FastSSLError, match="--device=cpu"):
             resolve_device("cuda")
     bad = nn.Linear(2, 2)
     with torch.no_grad():
