@@ -90,12 +90,17 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
 def _cmd_recipes(args: argparse.Namespace, rest: list[str]) -> int:
     from fastssl.recipes import RECIPES
 
-    print(f"{'recipe':<28} {'method':<8} {'model':<16} {'data':<8} {'size':>4} {'batch':>6} {'epochs':>6}  summary")
-    for name, fn in RECIPES.items():
-        c = fn()
-        doc = (fn.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:<28} {c.method.name:<8} {c.model.name:<16} {c.data.dataset:<8} {c.data.image_size:>4} "
-              f"{c.train.batch_size:>6} {c.train.epochs:>6}  {doc}")
+    configs = {name: fn() for name, fn in RECIPES.items()}
+    # Columns as wide as their longest entry, so long names (deepcluster-resnet50-imagenet) align.
+    wr = max(len("recipe"), *map(len, configs))
+    wm = max(len("method"), *(len(c.method.name) for c in configs.values()))
+    wb = max(len("model"), *(len(c.model.name) for c in configs.values()))
+    print(f"{'recipe':<{wr}} {'method':<{wm}} {'model':<{wb}} {'data':<8} {'size':>4} {'batch':>6} {'length':>7}  summary")
+    for name, c in configs.items():
+        doc = (RECIPES[name].__doc__ or "").strip().splitlines()[0]
+        length = c.train.time_budget or f"{c.train.epochs} ep"
+        print(f"{name:<{wr}} {c.method.name:<{wm}} {c.model.name:<{wb}} {c.data.dataset:<8} {c.data.image_size:>4} "
+              f"{c.train.batch_size:>6} {length:>7}  {doc}")
     return 0
 
 

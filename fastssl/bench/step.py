@@ -221,7 +221,7 @@ def register(sub: Any) -> None:
     p.add_argument("--patch-size", type=int, default=0, help="ViT patch size (default: the recipe's)")
     p.add_argument("--batch", type=int, default=8, help="global batch (all ranks)")
     p.add_argument("--optim", default="adamw", choices=("adamw", "sgd", "lars"),
-                   help="optimizer (default adamw: DeepSpeed refuses lars)")
+                   help="optimizer (default adamw, the same for every strategy)")
     p.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="further config overrides")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (the first creates state; at least 2 run)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps")

@@ -134,9 +134,10 @@ class EvalConfig:
     # held-out queries (0 = all). Standalone `fastssl eval knn` takes --limit-train instead.
     knn_train_limit: int = 0
     knn_test_limit: int = 0
-    # Periodic kNN during training every N steps (0 = off), on a held-out slice of at most
-    # knn_every_train bank images and knn_every_test queries, so its cost stays bounded.
-    knn_every: int = 0
+    # Periodic kNN during training: every N steps ("500") or every stretch of training time
+    # ("2m", "90s"); "" = off. On a held-out slice of at most knn_every_train bank images and
+    # knn_every_test queries, so its cost stays bounded (fastssl/train/knn_monitor.py).
+    knn_every: str = ""
     knn_every_train: int = 2000
     knn_every_test: int = 500
     batch_size: int = 256

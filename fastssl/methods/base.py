@@ -13,8 +13,15 @@ A method is a single-device `nn.Module` (no DDP/FSDP/DeepSpeed inside) with:
 - `shard_units()`: modules the engines wrap one by one (FSDP2 `fully_shard`, activation
   checkpointing): the backbone's blocks, and those of every target backbone; the root is
   wrapped last by the engine;
-- `after_backward(step, epoch)`: gradient surgery before clipping and the optimizer step (DINO
-  cancels its last layer's gradients in the first epoch); runs on local gradient shards;
+- `after_backward(step, epoch)`: gradient surgery before clipping and the optimizer step; runs on
+  local gradient shards. The default drops the gradients of `frozen_params(step, epoch)`;
+- `frozen_params(step, epoch)`: parameters that take no optimizer step at all in this step, as if
+  their gradient were None (no update, no weight decay, no momentum or moment update) and that
+  count for nothing in the clipped global norm: DINO's last layer in its first epoch. Every one
+  must be among `freezable_params()` (default: those frozen at step 0), which engines read once
+  at wrap time: DeepSpeed ZeRO, whose gradients live in its own flat partitions where
+  `after_backward` cannot reach them, puts those in optimizer groups of their own, zeroes their
+  gradients as backward produces them and keeps its optimizer off those groups while frozen;
 - `commit_step(step, max_steps)`: state that only a *successful* step may change (MoCo's queue,
   DINO's centre), computed in forward and applied here, so a skipped non-finite step leaves it
   untouched and the guard never copies it;
@@ -84,7 +91,14 @@ class SSLMethod(nn.Module):
         self.steps_per_epoch, self.total_steps = max(steps_per_epoch, 1), max(total_steps, 1)
 
     def after_backward(self, step: int, epoch: int) -> None:
-        pass
+        for p in self.frozen_params(step, epoch):
+            p.grad = None
+
+    def frozen_params(self, step: int, epoch: int) -> list[nn.Parameter]:
+        return []
+
+    def freezable_params(self) -> list[nn.Parameter]:
+        return self.frozen_params(0, 0)
 
     def on_epoch_start(self, epoch: int, images: "Callable[[], Iterable[torch.Tensor]]") -> None:
         pass

@@ -110,12 +110,13 @@ class DINO(SSLMethod):
             return c.warmup_teacher_temp
         return c.warmup_teacher_temp + (c.teacher_temp - c.warmup_teacher_temp) * epoch / (w - 1)
 
-    def after_backward(self, step: int, epoch: int) -> None:
+    def frozen_params(self, step: int, epoch: int) -> list[nn.Parameter]:
         # main_dino.py cancel_gradients_last_layer: no update of the prototypes in the first
-        # epoch(s), which the paper found to help training start.
+        # epoch(s), which the paper found to help training start. The base class's after_backward
+        # drops their gradients (DDP, FSDP2); DeepSpeed ZeRO freezes them in its partitions.
         if epoch < self.cfg.freeze_last_layer_epochs:
-            for p in self.head.last_layer.parameters():
-                p.grad = None
+            return [p for p in self.head.last_layer.parameters() if p.requires_grad]
+        return []
 
     # --- forward ---------------------------------------------------------------------------------
     def forward_student(self, crops: list[torch.Tensor]) -> torch.Tensor:

@@ -14,7 +14,7 @@ as facebookresearch/swav main_swav.py. Its other pieces, in this protocol:
   all-gather in `commit_step`, so only successful steps fill it and it is identical on every
   rank); in the Sinkhorn step each rank contributes a disjoint slice of it, so R ranks solve the
   same problem as one process on the global batch. (swav keeps one queue per rank instead.)
-- prototypes frozen for `freeze_prototypes_epochs` (`after_backward` drops their gradient);
+- prototypes frozen for `freeze_prototypes_epochs` (`frozen_params`, honoured by every engine);
 - prototypes renormalised in `commit_step` (swav does it before each step: the same sequence).
 """
 
@@ -89,9 +89,12 @@ class SwAV(SSLMethod):
         return {"loss": loss / a, "code_max": code_max / a,
                 "queue_in_use": torch.tensor(float(self.queue_in_use()))}
 
-    def after_backward(self, step: int, epoch: int) -> None:
+    def frozen_params(self, step: int, epoch: int) -> list[nn.Parameter]:
+        # As swav: no update, no weight decay, no momentum. The base after_backward drops the
+        # gradient (DDP, FSDP2); DeepSpeed ZeRO freezes it inside its partitions.
         if epoch < self.cfg.freeze_prototypes_epochs:
-            self.prototypes.weight.grad = None  # as swav: no update, no weight decay, no momentum
+            return [self.prototypes.weight]
+        return []
 
     @torch.no_grad()
     def commit_step(self, step: int, max_steps: int) -> None:

@@ -50,6 +50,12 @@ class MetricLogger:
                 if k not in ("kind", "step", "time") and isinstance(v, (int, float)):
                     self._tb.add_scalar(f"{kind}/{k}", v, step)
 
+    def set_total(self, total_steps: int) -> None:
+        """A time budget fixes the step count after a few steps; the bar follows."""
+        if self._bar is not None:
+            self._bar.total = total_steps
+            self._bar.refresh()
+
     def progress(self, n: int, **postfix: Any) -> None:
         if self._bar is not None:
             self._bar.update(n)

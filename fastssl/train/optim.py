@@ -6,6 +6,8 @@ as in SimCLR, BYOL and MoCo v3.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -20,6 +22,12 @@ class LARS(torch.optim.Optimizer):
     `clip_lr` caps the trust ratio at 1 / lr, so the adaptive step never exceeds the plain
     SGD step (NVIDIA Apex LARC clip mode, used by solo-learn with eta = 0.02).
     Parameter groups with `lars_exclude=True` take a plain SGD-momentum step with no decay.
+
+    A layer is one parameter, unless tensor p is a flat piece of several (DeepSpeed ZeRO hands the
+    optimizer those): then `flat_layers[id(p)]` (fastssl/parallel/engines/zero_layout.py
+    `FlatLayers`) gives each layer's norms over all its pieces on every rank, `layer_norms(w, g)`,
+    and scales each piece by its layer's ratio, `scale_(g, ratios)`: LARS's update on the layers
+    themselves, up to the order of summation in the norms.
     """
 
     def __init__(self, params, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9,
@@ -27,6 +35,14 @@ class LARS(torch.optim.Optimizer):
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, clip_lr=clip_lr,
                         lars_exclude=False)
         super().__init__(params, defaults)
+        self.flat_layers: dict[int, Any] = {}
+
+    @staticmethod
+    def trust_ratio(w_norm: torch.Tensor, g_norm: torch.Tensor, group: dict) -> torch.Tensor:
+        trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm))
+        if group["clip_lr"] and group["lr"] > 0:
+            trust = trust.clamp(max=1.0 / group["lr"])
+        return trust
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -38,13 +54,11 @@ class LARS(torch.optim.Optimizer):
                 g = p.grad
                 if not group["lars_exclude"]:
                     g = g.add(p, alpha=group["weight_decay"])
-                    w_norm, g_norm = torch.norm(p), torch.norm(g)
-                    trust = torch.where(
-                        (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm)
-                    )
-                    if group["clip_lr"] and group["lr"] > 0:
-                        trust = trust.clamp(max=1.0 / group["lr"])
-                    g = g.mul(trust)
+                    flat = self.flat_layers.get(id(p))
+                    if flat is None:
+                        g = g.mul(self.trust_ratio(torch.norm(p), torch.norm(g), group))
+                    else:
+                        flat.scale_(g, self.trust_ratio(*flat.layer_norms(p, g), group))
                 state = self.state[p]
                 if "mu" not in state:
                     state["mu"] = torch.zeros_like(p)

@@ -19,6 +19,9 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
+import torch
+import torch.distributed as dist
+
 from fastssl.errors import FastSSLError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -43,7 +46,12 @@ def parse_duration(text: str) -> float:
 class TimeBudgetPlanner:
     """Decides the total step count once, from measured step times."""
 
+    # Until the plan is fixed: large enough that no schedule built on it has left its warm-up.
+    PROVISIONAL_TOTAL = 10**9
+
     budget_s: float
+    # --train.max_steps: an upper limit on the plan when set (0 = none).
+    cap: int = 0
     # Steps timed before deciding (the first is dropped as warm-up).
     measure_steps: int = 6
     # Share of the budget kept for the final checkpoint and evaluation after the last step.
@@ -68,9 +76,16 @@ class TimeBudgetPlanner:
         self._times.append(step_seconds)
         if len(self._times) < self.measure_steps:
             return None
-        per_step = statistics.median(self._times[1:])
-        self.planned_total = plan_total_steps(self.budget_s, elapsed_s, steps_done, per_step, self.reserve_fraction)
+        self.per_step_s = statistics.median(self._times[1:])
+        total = plan_total_steps(self.budget_s, elapsed_s, steps_done, self.per_step_s, self.reserve_fraction)
+        self.planned_total = min(total, self.cap) if self.cap else total
         return self.planned_total
+
+    def describe(self) -> str:
+        per_step = getattr(self, "per_step_s", None)
+        timed = f" at {per_step:.3f} s/step (median of {len(self._times) - 1} timed steps)" if per_step else ""
+        capped = f", capped by --train.max_steps={self.cap}" if self.cap and self.planned_total == self.cap else ""
+        return f"{self.planned_total} steps{timed}{capped}; the schedule ends at the last of them"
 
 
 def plan_total_steps(budget_s: float, elapsed_s: float, steps_done: int, per_step_s: float,
@@ -79,3 +94,14 @@ def plan_total_steps(budget_s: float, elapsed_s: float, steps_done: int, per_ste
     remaining = budget_s * (1 - reserve_fraction) - elapsed_s
     more = int(remaining // max(per_step_s, 1e-9)) if remaining > 0 else 0
     return max(steps_done + more, steps_done, 1)
+
+
+def agree_total(total: int) -> int:
+    """Rank 0's plan for every rank: step times differ a little between processes."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return int(total)
+    backend = dist.get_backend()
+    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    t = torch.tensor([int(total)], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())

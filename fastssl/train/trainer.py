@@ -34,13 +34,15 @@ from fastssl.config import Config, format_config, validate
 from fastssl.distributed import World, all_reduce_mean, destroy_distributed, init_distributed, is_dist
 from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
-from fastssl.parallel.engines import Engine, build_engine, check_strategy
+from fastssl.parallel.engines import build_engine, check_strategy
 from fastssl.train.bn_guard import BatchNormGuard
+from fastssl.train.knn_monitor import KnnMonitor, knn_at_end, parse_every
 from fastssl.train.metrics import MetricLogger
 from fastssl.train.optim import build_optimizer
 from fastssl.train.replicas import check_replicas
 from fastssl.train.schedule import lr_at, scaled_lr
 from fastssl.train.step import OK, STOPPED, train_step
+from fastssl.train.time_budget import TimeBudgetPlanner, agree_total, parse_duration
 
 
 class _StopFlag:
@@ -76,7 +78,9 @@ def validate_run(cfg: Config, world: World) -> None:
             f"train.batch_size={cfg.train.batch_size} is not divisible by world size {world.world_size}; "
             f"set --train.batch_size to a multiple of {world.world_size}"
         )
-    if cfg.train.epochs < 1 and cfg.train.max_steps < 1:
+    budget_s = parse_duration(cfg.train.time_budget)  # fails on a malformed duration, before any work
+    parse_every(cfg.eval.knn_every)
+    if cfg.train.epochs < 1 and cfg.train.max_steps < 1 and not budget_s:
         raise FastSSLError("nothing to train: set --train.epochs or --train.max_steps to at least 1")
 
 
@@ -130,7 +134,12 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
     total_steps = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps) if cfg.train.epochs else cfg.train.max_steps
-    method.configure_schedule(steps_per_epoch, total_steps)
+    planner = None
+    if cfg.train.time_budget:
+        # The budget decides the step count; --train.max_steps, if set, still caps it. Until the
+        # plan is fixed the total is provisional; the warm-up measured meanwhile does not depend on it.
+        planner = TimeBudgetPlanner(parse_duration(cfg.train.time_budget), cap=cfg.train.max_steps)
+        total_steps = cfg.train.max_steps or planner.PROVISIONAL_TOTAL
     peak_lr = scaled_lr(cfg.optim, cfg.train.batch_size)
     warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
 
@@ -151,11 +160,15 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
         rngs = resumed["rng"]
         set_rng_state(rngs[world.rank] if world.rank < len(rngs) else rngs[0])
         step, bad_steps = resumed["step"], resumed.get("bad_steps", 0)
+        if planner is not None and resumed.get("planned_total_steps"):
+            planner.planned_total = total_steps = int(resumed["planned_total_steps"])  # the saved plan, kept
         if world.is_main:
             print(f"fastssl: resumed from {resume_from} (written by {resumed.get('strategy')} on "
                   f"{resumed.get('world_size')} process(es)) at step {step}", flush=True)
 
+    method.configure_schedule(steps_per_epoch, total_steps)
     guard = BatchNormGuard(method)
+    monitor = KnnMonitor(cfg, world)
     log = MetricLogger(out, enabled=world.is_main, tensorboard=cfg.train.tensorboard,
                        progress=cfg.train.progress, total_steps=total_steps, initial_step=step)
     images_seen, t_start = 0, time.perf_counter()
@@ -167,6 +180,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
         last_ckpt = save_checkpoint(out, step, engine.model_state(), engine.optimizer_state(), {
             "config": cfg.to_dict(), "step": step, "epoch": epoch_of_step, "bad_steps": bad_steps,
             "strategy": cfg.dist.strategy, "zero_stage": cfg.dist.zero_stage, "world_size": world.world_size,
+            "planned_total_steps": planner.planned_total if planner is not None else None,
         }, cfg.train.keep_last)
 
     stopped_by: int | None = None
@@ -214,6 +228,12 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                 now = time.perf_counter()
                 dt, t_step = now - t_step, now
                 log.progress(1, loss=outputs["loss"].detach(), lr=lr, img_s=n_img / max(dt, 1e-9))
+                train_s = now - t_start - monitor.seconds
+                if planner is not None and not planner.decided and planner.observe(dt, step, train_s) is not None:
+                    total_steps = planner.planned_total = agree_total(planner.planned_total)
+                    method.configure_schedule(steps_per_epoch, total_steps)
+                    log.set_total(total_steps)
+                    log.write(f"fastssl: time budget {cfg.train.time_budget}: {planner.describe()}")
                 if step % cfg.train.log_every == 0 or step == total_steps:
                     elapsed = now - t_start
                     # Mean over ranks, so the logged loss is the global batch's on every world size.
@@ -223,6 +243,11 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                     log.log(step, {**scalars, "lr": lr, "epoch": epoch, "grad_norm": result.grad_norm,
                                    "images_per_s": images_seen / elapsed,
                                    "views_per_s": images_seen * len(views) / elapsed})
+                if monitor.enabled and monitor.due(step, train_s):
+                    knn = monitor.run(engine)
+                    log.log(step, {**knn, "train_seconds": round(train_s, 2)}, kind="knn_every")
+                    log.write(f"fastssl: step {step} kNN top-1 {knn['top1']:.2f}% ({knn['n_train']} bank, "
+                              f"{knn['n_test']} queries, {train_s:.0f} s of training)")
                 if cfg.train.ckpt_every_steps and step % cfg.train.ckpt_every_steps == 0:
                     checkpoint(epoch)
             if stopped_by is not None:
@@ -241,7 +266,10 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
 
     elapsed = time.perf_counter() - t_start
     summary: dict[str, Any] = {"step": step, "checkpoint": str(last_ckpt), "seconds": round(elapsed, 2),
-                               "images_per_s": round(images_seen / max(elapsed, 1e-9), 2)}
+                               "train_seconds": round(elapsed - monitor.seconds, 2),
+                               "images_per_s": round(images_seen / max(elapsed - monitor.seconds, 1e-9), 2)}
+    if planner is not None:
+        summary["time_budget_s"] = planner.budget_s
     if cfg.train.knn_at_end:
         knn = knn_at_end(engine, cfg, world)  # every rank: under sharding the forward is collective
         summary["knn_top1"] = knn["top1"]
@@ -250,34 +278,3 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
     log.write("fastssl: done " + " ".join(f"{k}={v}" for k, v in summary.items()))
     log.close()
     return summary
-
-
-class _EngineBackbone(torch.nn.Module):
-    """The trained backbone as a module for the evaluators, forwarding through the engine."""
-
-    def __init__(self, engine: Engine):
-        super().__init__()
-        self._engine = [engine]  # a list, so it is not registered as a submodule (no .to / state)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self._engine[0].eval_forward(images)
-
-    def train(self, mode: bool = True) -> "_EngineBackbone":
-        self._engine[0].model.train(mode)
-        return super().train(mode)
-
-
-def knn_at_end(engine: Engine, cfg: Config, world: World) -> dict[str, Any]:
-    """kNN on held-out data (`data.test_path`, else the dataset's own held-out split).
-
-    Every rank runs it on the same images, so the engine's collective eval forward lines up; the
-    kNN itself is cheap next to the features and is computed on each rank alike.
-    """
-    from fastssl.data import open_eval_sources
-    from fastssl.eval.knn import knn_eval
-
-    train_src, test_src = open_eval_sources(cfg.data)
-    # A run limited to N images is a quick one: its kNN bank is those N images, not the full set.
-    train_src = train_src.head(cfg.eval.knn_train_limit or cfg.data.limit)
-    test_src = test_src.head(cfg.eval.knn_test_limit)
-    return knn_eval(_EngineBackbone(engine), train_src, test_src, cfg, world.device)

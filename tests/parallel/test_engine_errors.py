@@ -31,11 +31,6 @@ def test_deepspeed_not_installed(tmp_path, capsys, monkeypatch):
     assert "needs DeepSpeed" in line and "--dist.strategy=fsdp" in line
 
 
-def test_lars_under_deepspeed(tmp_path, capsys):
-    line = _fails(capsys, *tiny_overrides(tmp_path), "--dist.strategy=deepspeed", "--optim.name=lars")
-    assert "--optim.name=adamw or sgd" in line
-
-
 def test_world_size_not_dividing_the_batch(tmp_path, capsys, monkeypatch):
     # What torchrun --nproc_per_node=3 would hand the trainer, without starting 3 processes.
     monkeypatch.setattr(trainer, "init_distributed", lambda *a: World(world_size=3))

@@ -13,8 +13,11 @@ parameters and per-parameter optimizer state by the method's names, assembled wi
 `safe_get_full_*` API (one parameter at a time, each rank keeping every world_size-th one, so no
 rank ever holds the whole model twice) and restored with `safe_set_full_optimizer_state`.
 
-LARS is refused: ZeRO hands the optimizer flat partitions spanning many layers, so LARS's
-per-layer trust ratio would be computed on the wrong tensors.
+ZeRO hands the optimizer flat partitions spanning many layers (zero_layout.py): LARS is told
+where each layer's pieces lie and all-reduces their squared norms, so each layer gets its own
+trust ratio as under DDP; parameters a method freezes for a step (`frozen_params`, DINO's last
+layer in its first epoch) get optimizer groups of their own, a zero gradient before ZeRO reduces
+it and no optimizer step, so they end the step bit for bit unchanged.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from fastssl.distributed import World
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
 from fastssl.parallel.engines.base import Engine, OptimizerFactory, StepReport, ensure_process_group, init_optimizer_state
+from fastssl.parallel.engines.zero_layout import ZeroFreeze, attach_lars, check_lars_layout, flat_groups
 from fastssl.parallel.parallelize import prepare
 
 
@@ -76,13 +80,11 @@ class DeepSpeedEngine(Engine):
 
     def __init__(self, cfg: Config, world: World):
         super().__init__(cfg, world)
-        if cfg.optim.name == "lars":
-            raise FastSSLError("--optim.name=lars scales each layer by its own norm, but DeepSpeed ZeRO hands the "
-                               "optimizer flat partitions of many layers; use --optim.name=adamw or sgd with "
-                               "--dist.strategy=deepspeed, or --dist.strategy=fsdp, which keeps LARS per layer")
         self.deepspeed = import_deepspeed()
         self.stage = cfg.dist.zero_stage
         self.ds_config: dict[str, Any] = {}
+        self.freeze: ZeroFreeze | None = None
+        self.flat_groups: list = []  # zero_layout.FlatGroup of every flat tensor ZeRO steps
 
     def wrap(self, method: SSLMethod, make_optimizer: OptimizerFactory) -> None:
         ensure_process_group(self.world)
@@ -97,13 +99,22 @@ class DeepSpeedEngine(Engine):
             self.amp_dtype = None  # DeepSpeed runs the model in bf16 itself
         if self.stage == 3:
             self._register_direct_parameters(method)
-        engine, optimizer, _, _ = self.deepspeed.initialize(model=method, optimizer=make_optimizer(method),
+        torch_optimizer = make_optimizer(method)
+        self.freeze = ZeroFreeze.for_method(method, torch_optimizer)
+        engine, optimizer, _, _ = self.deepspeed.initialize(model=method, optimizer=torch_optimizer,
                                                             config=self.ds_config)
         self.method, self.model, self.optimizer = method, engine, optimizer
         self.check_ema_alignment()
         if self.stage == 3:
             self._share_fp32_master()
         self._init_state()
+        # After the state exists: its creation steps every group with zero gradients at lr 0.
+        self.flat_groups = flat_groups(optimizer, self.stage)
+        if self.freeze is not None:
+            torch_optimizer.register_step_pre_hook(self.freeze.skip_frozen)
+        if hasattr(torch_optimizer, "flat_layers"):  # LARS: per-layer norms over the flat partitions
+            attach_lars(torch_optimizer, self.flat_groups)
+            torch_optimizer.register_step_pre_hook(check_lars_layout)
 
     def _register_direct_parameters(self, method: nn.Module) -> None:
         """ZeRO-3 gathers a module's parameters around its own forward. Parameters of a module with
@@ -119,6 +130,11 @@ class DeepSpeedEngine(Engine):
     def describe(self) -> str:
         return (f"strategy deepspeed (ZeRO-{self.stage}) on {self.world.world_size} process(es); "
                 f"DeepSpeed config: {json.dumps(self.ds_config, sort_keys=True)}")
+
+    def forward(self, views: list[torch.Tensor], step: int, max_steps: int) -> dict[str, torch.Tensor]:
+        if self.freeze is not None:  # before backward: ZeRO reduces gradients as backward makes them
+            self.freeze.arm(self.method.frozen_params(step, self.method.epoch_of(step)))
+        return super().forward(views, step, max_steps)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.model.backward(loss)
@@ -162,18 +178,24 @@ class DeepSpeedEngine(Engine):
         scalar = [k for k, v in state.items() if torch.is_tensor(v) and v.dim() == 0]
         return full, scalar
 
+    def _flat_state(self) -> dict[int, dict[str, torch.Tensor]]:
+        """id(parameter) -> the inner optimizer's state of the flat tensor holding it. 0-d entries
+        (AdamW's step) belong to the flat tensor: a frozen parameter's group counts its own steps."""
+        inner = self._inner()
+        return {id(p): inner.state.get(fg.flat, {}) for fg in self.flat_groups for p in fg.params}
+
     def optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
         from deepspeed.utils import safe_get_full_optimizer_state
 
         full, scalar = self._state_keys()
         if not full and not scalar:
             return {}
-        first = next(iter(self._inner().state.values()))
+        states = self._flat_state()
         out: dict[str, dict[str, torch.Tensor]] = {}
         for i, name, p in self._my_share():
             if not p.requires_grad:
                 continue
-            entry = {k: first[k].detach().clone() for k in scalar}
+            entry = {k: states[id(p)][k].detach().clone() for k in scalar if k in states[id(p)]}
             for k in full:
                 t = safe_get_full_optimizer_state(p, k)  # collective: every rank calls it for every parameter
                 if self._keeps(i):
@@ -198,11 +220,13 @@ class DeepSpeedEngine(Engine):
             for k in full:
                 if k in entry:
                     safe_set_full_optimizer_state(params[name], entry[k].to(self.world.device), k)
-        loaded_scalars = next(iter(template.values()), {})
-        for state in self._inner().state.values():
+        names = {id(p): n for n, p in params.items()}
+        inner = self._inner()
+        for fg in self.flat_groups:
+            saved = next((template[names[id(p)]] for p in fg.params if names[id(p)] in template), {})
             for k in scalar:
-                if k in loaded_scalars:
-                    state[k].copy_(loaded_scalars[k])
+                if k in saved and k in inner.state.get(fg.flat, {}):
+                    inner.state[fg.flat][k].copy_(saved[k])
 
     def _share_fp32_master(self) -> None:
         """ZeRO-3 in fp32: let the optimizer step the parameter partitions themselves.

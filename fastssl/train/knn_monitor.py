@@ -1,0 +1,129 @@
+"""kNN during and after training: the learning curve of a run and its final figure.
+
+`--eval.knn_every` runs a bounded kNN (at most `eval.knn_every_train` bank images and
+`eval.knn_every_test` held-out queries) every N steps (`500`) or every stretch of training time
+(`2m`, `90s`). It must not change training, so it:
+- runs the backbone in eval mode under no_grad (BatchNorm statistics stay as they are);
+- restores the global RNG afterwards (a DataLoader draws its base seed from it);
+- is excluded from the training clock, so a `--train.time_budget` buys the same steps with or
+  without monitoring, and curves plot kNN against training time.
+
+Every rank runs each evaluation on the same images: under FSDP or ZeRO-3 the forward is collective.
+A minute cadence is decided by rank 0's clock and broadcast, so all ranks evaluate together.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from fastssl.config import Config
+from fastssl.distributed import World, is_dist
+from fastssl.errors import FastSSLError
+from fastssl.parallel.engines import Engine
+from fastssl.train.time_budget import parse_duration
+
+
+def parse_every(text: str | int) -> tuple[int, float]:
+    """'' / '0' -> off; '500' -> every 500 steps; '2m' / '90s' -> every 2 min / 90 s of training.
+
+    Returns (steps, seconds), at most one of them non-zero.
+    """
+    s = str(text).strip().lower()
+    if s in ("", "0"):
+        return 0, 0.0
+    if s.isdigit():
+        return int(s), 0.0
+    try:
+        seconds = parse_duration(s)
+    except FastSSLError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise FastSSLError(f"--eval.knn_every={text!r} is neither a step count nor a duration; "
+                           f"write e.g. --eval.knn_every=500 (steps) or --eval.knn_every=2m")
+    return 0, seconds
+
+
+class _EngineBackbone(torch.nn.Module):
+    """The trained backbone as a module for the evaluators, forwarding through the engine."""
+
+    def __init__(self, engine: Engine):
+        super().__init__()
+        self._engine = [engine]  # a list, so it is not registered as a submodule (no .to / state)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self._engine[0].eval_forward(images)
+
+    def train(self, mode: bool = True) -> "_EngineBackbone":
+        self._engine[0].model.train(mode)
+        return super().train(mode)
+
+
+def knn_at_end(engine: Engine, cfg: Config, world: World) -> dict[str, Any]:
+    """kNN on held-out data (`data.test_path`, else the dataset's own held-out split).
+
+    Every rank runs it on the same images, so the engine's collective eval forward lines up; the
+    kNN itself is cheap next to the features and is computed on each rank alike.
+    """
+    from fastssl.data import open_eval_sources
+    from fastssl.eval.knn import knn_eval
+
+    train_src, test_src = open_eval_sources(cfg.data)
+    # A run limited to N images is a quick one: its kNN bank is those N images, not the full set.
+    train_src = train_src.head(cfg.eval.knn_train_limit or cfg.data.limit)
+    test_src = test_src.head(cfg.eval.knn_test_limit)
+    return knn_eval(_EngineBackbone(engine), train_src, test_src, cfg, world.device)
+
+
+class KnnMonitor:
+    """Decides when a periodic kNN is due, runs it, and keeps its time off the training clock."""
+
+    def __init__(self, cfg: Config, world: World):
+        self.cfg, self.world = cfg, world
+        self.every_steps, self.every_s = parse_every(cfg.eval.knn_every)
+        self.seconds = 0.0  # wall time spent evaluating; the trainer subtracts it
+        self._next_s = self.every_s
+        self._sources = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.every_steps or self.every_s)
+
+    def due(self, step: int, train_s: float) -> bool:
+        """Called on every rank after every step; identical answer on every rank."""
+        if self.every_steps:
+            return step % self.every_steps == 0
+        if not self.every_s:
+            return False
+        flag = torch.tensor([int(train_s >= self._next_s)], device=self.world.device)
+        if is_dist():
+            dist.broadcast(flag, src=0)
+        if flag.item():
+            while self._next_s <= train_s:
+                self._next_s += self.every_s
+            return True
+        return False
+
+    def run(self, engine: Engine) -> dict[str, Any]:
+        from fastssl.data import open_eval_sources
+        from fastssl.eval.knn import knn_eval
+
+        t0 = time.perf_counter()
+        if self._sources is None:
+            bank, queries = open_eval_sources(self.cfg.data)
+            self._sources = (bank.head(self.cfg.eval.knn_every_train), queries.head(self.cfg.eval.knn_every_test))
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        try:
+            # No loader workers: a few thousand images decode in-process faster than workers start.
+            result = knn_eval(_EngineBackbone(engine), *self._sources, self.cfg, self.world.device, num_workers=0)
+        finally:
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            engine.model.train()
+        self.seconds += time.perf_counter() - t0
+        return result
