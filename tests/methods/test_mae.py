@@ -190,12 +190,21 @@ def test_cpu_recipe_trains_end_to_end(tmp_path):
     assert train_rows[-1]["views_per_s"] == pytest.approx(train_rows[-1]["images_per_s"])
 
 
+def _strategies():
+    from tests.methods.test_dino_distributed import available_strategies
+
+    return available_strategies()
+
+
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_world_size_2_equals_world_size_1(tmp_path):
-    """Masks come from the global batch's noise, so 2 ranks reproduce 1 process step for step."""
+@pytest.mark.parametrize("strategy", _strategies())
+def test_world_size_2_equals_world_size_1(tmp_path, strategy):
+    """Masks come from the global batch's noise, so 2 ranks reproduce 1 process step for step,
+    under every strategy (FSDP2 per encoder and decoder block, DeepSpeed ZeRO-2)."""
     from tests.methods.test_dino_distributed import assert_same_run, run_cli
 
     args = ["--recipe", "mae-cpu", "--data.image_size=8", "--method.mask_ratio=0.5", "--method.decoder_dim=16",
-            "--method.decoder_depth=1", "--method.decoder_heads=2", "--train.max_steps=2"]
+            "--method.decoder_depth=1", "--method.decoder_heads=2", "--train.max_steps=2",
+            f"--dist.strategy={strategy}"]
     assert_same_run(run_cli(tmp_path / "ws1", 1, *args), run_cli(tmp_path / "ws2", 2, *args))
