@@ -78,7 +78,7 @@ def random_init(args, like: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="the CIFAR-10 npz folder, e.g. ../shared/data/cifar10")
+    p.add_argument("--data", default="", help="the CIFAR-10 npz folder, e.g. ../shared/data/cifar10")
     p.add_argument("--recipe", default="cifar10-cpu")
     p.add_argument("--budgets", default="2m,5m,10m,30m")
     p.add_argument("--variant", action="append", default=[], metavar="NAME: OVERRIDES",
@@ -86,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random-init", action="store_true", help="add the random-init point of the first run")
     p.add_argument("--name", default="time_to_accuracy", help="CSV/plot name under benchmarks/results")
     p.add_argument("--runs", default="runs/time_to_accuracy", help="where the runs are written")
+    p.add_argument("--plot-only", action="store_true", help="redraw the plot from the CSV's rows, run nothing")
     args = p.parse_args(argv)
-    if not Path(args.data).is_dir():
+    if args.plot_only:
+        return _plot(default_csv(args.name))
+    if not args.data or not Path(args.data).is_dir():
         raise SystemExit(f"--data {args.data} is not a folder; pass the CIFAR-10 npz folder, e.g. ../shared/data/cifar10")
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     for b in budgets:
@@ -113,10 +116,28 @@ def main(argv: list[str] | None = None) -> int:
                 writer.append([{**r0, **prov}])
                 print(f"   random-init     : kNN {r0['knn_top1']:.2f}%", flush=True)
     print(format_table(rows, COLUMNS[:-2]))
-    points = [{**r, "train_min": r["train_s"] / 60} for r in rows if r["knn_top1"] is not None]
-    png = plot(points, x="train_min", y="knn_top1", group="variant", path=writer.path.replace(".csv", ".png"),
-               title=f"held-out kNN top-1 vs training time ({prov['cpu_model']}, {prov['cpu_cores']} cores)")
-    print(f"wrote {writer.path}" + (f" and {png}" if png else ""))
+    return _plot(writer.path)
+
+
+def _plot(csv_path: str) -> int:
+    """Every row of the CSV, a line per variant; the random init is the 0-minute point of each."""
+    import csv
+
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["knn_top1"]]
+    if not rows:
+        raise SystemExit(f"{csv_path} has no rows to plot")
+    base = [r for r in rows if r["variant"] == "random-init"]
+    points = []
+    for r in rows:
+        if r["variant"] != "random-init":
+            points.append({"variant": r["variant"], "train_min": float(r["train_s"]) / 60, "knn_top1": float(r["knn_top1"])})
+    for v in {p["variant"] for p in points}:
+        points += [{"variant": v, "train_min": 0.0, "knn_top1": float(b["knn_top1"])} for b in base[-1:]]
+    cpu = f"{rows[-1].get('cpu_model', '')}, {rows[-1].get('cpu_cores', '')} cores"
+    png = plot(points, x="train_min", y="knn_top1", group="variant", path=csv_path.replace(".csv", ".png"),
+               title=f"held-out kNN vs training minutes ({cpu})")
+    print(f"wrote {csv_path}" + (f" and {png}" if png else ""))
     return 0
 
 
