@@ -68,10 +68,12 @@ class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input, got {x.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.num_splits
-        if not self.training or s == 1:
+        s, n = self.num_splits, x.shape[0]
+        # MoCo's own batches always split (its config checks the batch); any other batch, e.g.
+        # fine-tuning the pretrained backbone on a few labels, is normalised as plain BN would.
+        if not self.training or s == 1 or n % s:
             return super().forward(x)
-        n, c, rest = x.shape[0], x.shape[1], x.shape[2:]
+        c, rest = x.shape[1], x.shape[2:]
         # Group g's samples become channels g*C .. (g+1)*C of a batch of n / s, so one fused
         # batch_norm call normalises every group with its own statistics.
         xs = x.reshape(s, n // s, c, *rest).transpose(0, 1).reshape(n // s, s * c, *rest)  # [n/s, s*C, ...]

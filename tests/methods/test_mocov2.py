@@ -240,3 +240,15 @@ def test_mocov2_cpu_recipe_trains(tmp_path):
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in rows if x["kind"] == "train"]
     assert len(losses) == 3 and all(0 < v < 20 for v in losses)
+
+
+def test_split_batchnorm_on_a_batch_that_does_not_split_is_plain_bn():
+    # Fine-tuning a MoCo backbone on 10 labelled images with 4 groups: plain BN, not a crash.
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(4)
+    split = convert_split_batchnorm(nn.Sequential(bn), 4)[0]
+    ref = nn.BatchNorm2d(4)
+    ref.load_state_dict(split.state_dict())
+    x = torch.randn(10, 4, 3, 3)
+    torch.testing.assert_close(split(x), ref(x))
+    torch.testing.assert_close(split.running_mean, ref.running_mean)
