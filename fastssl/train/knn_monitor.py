@@ -98,10 +98,12 @@ class KnnMonitor:
             return step % self.every_steps == 0
         if not self.every_s:
             return False
-        flag = torch.tensor([int(train_s >= self._next_s)], device=self.world.device)
-        if is_dist():
+        due = train_s >= self._next_s
+        if is_dist():  # rank 0's clock decides; one scalar per step, only with a minute cadence
+            flag = torch.tensor([int(due)], device=self.world.device)
             dist.broadcast(flag, src=0)
-        if flag.item():
+            due = bool(flag.item())
+        if due:
             while self._next_s <= train_s:
                 self._next_s += self.every_s
             return True
