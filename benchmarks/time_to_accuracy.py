@@ -10,6 +10,12 @@ held-out kNN, its steps, its training time, and the whole wall time (start-up, t
 checkpoint and evaluation). With `--random-init`, the same network's random init is evaluated on
 the same bank and queries (`fastssl eval knn --random-init --like RUN`) as the 0-minute point.
 
+Does a run keep its budget when the machine gets busier after the plan is made? `--busy 40s:2`
+starts 2 CPU-bound processes 40 s into each run, until it ends:
+
+    python benchmarks/time_to_accuracy.py --data ../shared/data/cifar10 --budgets 2m --busy 40s:2 \
+        --variant "fixed: --train.time_budget_tolerance=0" --variant "replan:" --name budget_drift
+
 Rows are appended to benchmarks/results/<name>.csv with provenance, and the plot (kNN top-1 vs
 training minutes, a line per variant) goes beside it.
 """
@@ -48,20 +54,43 @@ def _summary(out: Path) -> dict:
     return [r for r in records if r["kind"] == "summary"][-1]
 
 
+def _busy(spec: str) -> tuple[float, int]:
+    """'40s:2' -> (40.0, 2): 2 CPU-bound processes from 40 s into each run."""
+    when, _, n = spec.partition(":")
+    try:
+        return parse_duration(when), int(n or 1)
+    except ValueError:
+        raise SystemExit(f"--busy {spec!r}: write AFTER:PROCESSES, e.g. 40s:2") from None
+
+
 def run_one(args, name: str, overrides: list[str], budget: str, out: Path) -> dict:
     cmd = [sys.executable, "-m", "fastssl", "train", "--recipe", args.recipe, "--data.path", args.data,
            f"--train.time_budget={budget}", f"--train.out={out}", "--train.progress=false", *overrides]
     load = load_average()
     t0 = time.perf_counter()
+    hogs: list[subprocess.Popen] = []
     with open(out.with_suffix(".log"), "w") as logf:
-        rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT).returncode
+        run = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+        try:
+            if args.busy:
+                after, n = _busy(args.busy)
+                try:
+                    rc = run.wait(timeout=after)
+                except subprocess.TimeoutExpired:
+                    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+            rc = run.wait()
+        finally:
+            for h in hogs:
+                h.kill()
+            if run.poll() is None:
+                run.kill()
     wall = time.perf_counter() - t0
     if rc:
         raise SystemExit(f"{name} @ {budget} failed (exit {rc}); see {out.with_suffix('.log')}")
     s = _summary(out)
     return {"variant": name, "budget": budget, "budget_s": parse_duration(budget), "knn_top1": s.get("knn_top1"),
             "steps": s["step"], "train_s": s.get("train_seconds", s["seconds"]), "wall_s": round(wall, 1),
-            "images_per_s": s["images_per_s"], "overrides": " ".join(overrides), "load_1m": load}
+            "images_per_s": s["images_per_s"], "overrides": " ".join(overrides) + (f" (busy {args.busy})" if args.busy else ""), "load_1m": load}
 
 
 def random_init(args, like: Path) -> dict:
@@ -87,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="time_to_accuracy", help="CSV/plot name under benchmarks/results")
     p.add_argument("--runs", default="runs/time_to_accuracy", help="where the runs are written")
     p.add_argument("--plot-only", action="store_true", help="redraw the plot from the CSV's rows, run nothing")
+    p.add_argument("--busy", default="", metavar="AFTER:N",
+                   help="start N CPU-bound processes AFTER into each run (e.g. 40s:2): does the budget hold?")
     args = p.parse_args(argv)
     if args.plot_only:
         return _plot(default_csv(args.name))

@@ -3,7 +3,10 @@
 A method is a single-device `nn.Module` (no DDP/FSDP/DeepSpeed inside) with:
 
 - `backbone`: a `fastssl.models.backbone.Backbone`, the part kept for downstream use;
-- `forward(views, step, max_steps) -> dict`: "loss" plus detached scalars to log;
+- `forward(views, step, max_steps) -> dict`: "loss" plus detached scalars to log. `step` is the
+  real step (it seeds per-step draws and gives the epoch); `step / max_steps` is the schedule's
+  progress, which is all `max_steps` may be used for: after a time-budget re-plan
+  (fastssl/train/time_budget.py) it is a float that moves from step to step;
 - `view_spec(cfg)` (classmethod): the views the data backends make for it (two views, multi-crop,
   one view), as a `fastssl.data.views.ViewSpec`;
 - `momentum_pairs()`: `(online, target)` module pairs whose target is an EMA of the online

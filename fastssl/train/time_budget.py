@@ -4,13 +4,23 @@ A run with a budget starts with a provisional step count (from epochs / max_step
 `warmup_steps_to_measure` steps (the first one excluded: it pays for allocation and compilation)
 the planner takes the median step time, subtracts what the run still has to do after its last
 step (the final checkpoint and the end-of-run evaluation, as a fraction of the budget), and fixes
-the total once: the cosine learning rate and EMA momentum then end exactly at the last step,
-and the run stops on time with a finished schedule and a checkpoint.
+the total: the cosine learning rate and EMA momentum then end exactly at the last step, and the
+run stops on time with a finished schedule and a checkpoint. Measurement happens inside the
+learning-rate warm-up (linear, independent of the total), so the steps taken before the plan is
+fixed follow the same schedule as after it.
 
-The plan is measured once and never revised, so a run is reproducible from its plan: the chosen
-total is saved with every checkpoint, and a resumed run keeps it instead of measuring again.
-Measurement happens inside the learning-rate warm-up (linear, independent of the total), so the
-steps taken before the plan is fixed follow the same schedule as after it.
+A plan measured once is only as good as the machine stays: a node that gets busier (another job,
+thermal throttling, a slower filesystem) makes every later step slower and the run overruns. So the
+planner keeps measuring the pace (training seconds per step over the last few checks, checkpoints
+and epoch starts included) and, when the projected end drifts from the budget by more than
+`--train.time_budget_tolerance` of it, re-plans the remaining steps. The schedule is not restarted:
+a re-plan maps the remaining steps onto the remaining part of the *same* schedule (a piecewise-
+linear `schedule step` of the real step), so the learning rate and momentum stay continuous and
+still end exactly at the last step. Tolerance 0 plans once and never revises.
+
+The plan (its end, its schedule length and the re-plan knots) is saved with every checkpoint, and a
+resumed run keeps it as saved: it neither measures again nor re-plans, since the time already spent
+before the restart is not known to the new process.
 """
 
 from __future__ import annotations
@@ -44,10 +54,15 @@ def parse_duration(text: str) -> float:
 
 @dataclass
 class TimeBudgetPlanner:
-    """Decides the total step count once, from measured step times."""
+    """Decides the total step count from measured step times, and revises it when the pace drifts."""
 
     # Until the plan is fixed: large enough that no schedule built on it has left its warm-up.
     PROVISIONAL_TOTAL = 10**9
+    # Pace checks per run: a re-plan needs a drift that lasts, not one slow checkpoint.
+    CHECKS_PER_RUN = 50
+    # The pace is measured over this many check intervals (about 4% of the run): long enough that
+    # an epoch start or a checkpoint does not read as a drift, short enough to follow one quickly.
+    PACE_WINDOW = 2
 
     budget_s: float
     # --train.max_steps: an upper limit on the plan when set (0 = none).
@@ -56,6 +71,10 @@ class TimeBudgetPlanner:
     measure_steps: int = 6
     # Share of the budget kept for the final checkpoint and evaluation after the last step.
     reserve_fraction: float = 0.05
+    # Re-plan when the projected end misses the budget by more than this share of it (0 = never).
+    tolerance: float = 0.0
+    # No re-plan before this step: the learning-rate warm-up is counted in real steps.
+    hold_until: int = 0
     planned_total: int | None = None
     _times: list[float] = field(default_factory=list)
 
@@ -64,6 +83,15 @@ class TimeBudgetPlanner:
             raise FastSSLError("--train.time_budget must be a positive duration such as 10m")
         if self.measure_steps < 2:
             raise ValueError("measure_steps must be >= 2 (the first step is dropped)")
+        if self.tolerance < 0:
+            raise FastSSLError(f"--train.time_budget_tolerance={self.tolerance} must be >= 0 (0 = plan once)")
+        # The schedule: real step -> schedule step, piecewise linear through `_knots`, reaching
+        # `schedule_total` (the first plan's length) at `planned_total`.
+        self.schedule_total = self.planned_total
+        self._knots: list[tuple[int, float]] = [(0, 0.0)]
+        self._paces: list[tuple[int, float]] = []
+        self._check_every = 0
+        self.replans = 0
 
     @property
     def decided(self) -> bool:
@@ -78,8 +106,73 @@ class TimeBudgetPlanner:
             return None
         self.per_step_s = statistics.median(self._times[1:])
         total = plan_total_steps(self.budget_s, elapsed_s, steps_done, self.per_step_s, self.reserve_fraction)
-        self.planned_total = min(total, self.cap) if self.cap else total
+        self.fix(min(total, self.cap) if self.cap else total, steps_done, elapsed_s)
         return self.planned_total
+
+    def fix(self, total: int, steps_done: int, elapsed_s: float) -> None:
+        """Adopt `total` (rank 0's, on every rank) as the plan the schedule is laid over."""
+        self.planned_total = self.schedule_total = int(total)
+        self._knots = [(0, 0.0)]
+        self._check_every = max(1, self.planned_total // self.CHECKS_PER_RUN)
+        self._paces = [(steps_done, elapsed_s)]
+
+    # --- drift --------------------------------------------------------------------------------
+    def replan_due(self, step: int) -> bool:
+        """The same answer on every rank: it depends on the step and the agreed plan only."""
+        return (self.tolerance > 0 and self._check_every > 0 and step >= max(self.hold_until, 1)
+                and step < self.planned_total and step % self._check_every == 0)
+
+    def propose(self, steps_done: int, elapsed_s: float) -> int:
+        """The total that ends on time at the recent pace, or the current one while within tolerance."""
+        self._paces = (self._paces + [(steps_done, elapsed_s)])[-(self.PACE_WINDOW + 1):]
+        (s0, t0), (s1, t1) = self._paces[0], self._paces[-1]
+        if s1 <= s0:
+            return self.planned_total
+        pace = (t1 - t0) / (s1 - s0)
+        projected = elapsed_s + (self.planned_total - steps_done) * pace
+        if abs(projected - self.budget_s * (1 - self.reserve_fraction)) <= self.tolerance * self.budget_s:
+            return self.planned_total
+        total = plan_total_steps(self.budget_s, elapsed_s, steps_done, pace, self.reserve_fraction)
+        total = min(total, self.cap) if self.cap else total
+        return max(total, steps_done + 1)  # at least one more step, on which the schedule ends
+
+    def apply(self, steps_done: int, total: int) -> bool:
+        """Move the end to `total`, keeping the schedule continuous at `steps_done`."""
+        if total == self.planned_total:
+            return False
+        self._knots.append((steps_done, self.schedule_step(steps_done)))
+        self.planned_total = int(total)
+        self.replans += 1
+        return True
+
+    # --- the schedule -------------------------------------------------------------------------
+    def schedule_step(self, step: int) -> float:
+        """Where real step `step` sits on the schedule of length `schedule_total`."""
+        if len(self._knots) == 1:
+            return float(step)
+        for (s0, v0), (s1, v1) in zip(self._knots, self._knots[1:]):
+            if step < s1:  # a stretch that ended at a later re-plan
+                return v0 + (step - s0) * (v1 - v0) / (s1 - s0)
+        s_k, v_k = self._knots[-1]
+        return v_k + (step - s_k) * (self.schedule_total - v_k) / max(self.planned_total - s_k, 1)
+
+    def schedule_length(self, step: int) -> float:
+        """The `max_steps` that puts a `step / max_steps` schedule (EMA momentum) at `schedule_step`."""
+        if len(self._knots) == 1 or step <= 0:
+            return self.schedule_total
+        return step * self.schedule_total / max(self.schedule_step(step), 1e-12)
+
+    def state_dict(self) -> dict:
+        return {"planned_total": self.planned_total, "schedule_total": self.schedule_total,
+                "knots": [list(k) for k in self._knots], "replans": self.replans}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A resumed run keeps the saved plan and does not re-plan (its earlier time is unknown)."""
+        self.planned_total = int(state["planned_total"])
+        self.schedule_total = int(state.get("schedule_total") or self.planned_total)
+        self._knots = [(int(s), float(v)) for s, v in state.get("knots") or [(0, 0.0)]]
+        self.replans = int(state.get("replans", 0))
+        self._check_every = 0
 
     def describe(self) -> str:
         per_step = getattr(self, "per_step_s", None)

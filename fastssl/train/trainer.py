@@ -79,6 +79,9 @@ def validate_run(cfg: Config, world: World) -> None:
             f"set --train.batch_size to a multiple of {world.world_size}"
         )
     budget_s = parse_duration(cfg.train.time_budget)  # fails on a malformed duration, before any work
+    if cfg.train.time_budget_tolerance < 0:
+        raise FastSSLError(f"--train.time_budget_tolerance={cfg.train.time_budget_tolerance} must be >= 0 "
+                           f"(a share of the budget, e.g. 0.05; 0 = plan once)")
     parse_every(cfg.eval.knn_every)
     if cfg.train.epochs < 1 and cfg.train.max_steps < 1 and not budget_s:
         raise FastSSLError("nothing to train: set --train.epochs or --train.max_steps to at least 1")
@@ -134,14 +137,22 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
     total_steps = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps) if cfg.train.epochs else cfg.train.max_steps
+    peak_lr = scaled_lr(cfg.optim, cfg.train.batch_size)
+    warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
     planner = None
     if cfg.train.time_budget:
         # The budget decides the step count; --train.max_steps, if set, still caps it. Until the
         # plan is fixed the total is provisional; the warm-up measured meanwhile does not depend on it.
-        planner = TimeBudgetPlanner(parse_duration(cfg.train.time_budget), cap=cfg.train.max_steps)
+        planner = TimeBudgetPlanner(parse_duration(cfg.train.time_budget), cap=cfg.train.max_steps,
+                                    tolerance=cfg.train.time_budget_tolerance, hold_until=warmup_steps)
         total_steps = cfg.train.max_steps or planner.PROVISIONAL_TOTAL
-    peak_lr = scaled_lr(cfg.optim, cfg.train.batch_size)
-    warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
+
+    def schedule_at(step: int) -> tuple[float, int, float]:
+        """(schedule step, schedule length, `max_steps` for step/max_steps schedules such as the EMA
+        momentum): (step, total, total) unless a time-budget re-plan remapped the remaining steps."""
+        if planner is None or not planner.decided:
+            return step, total_steps, total_steps
+        return planner.schedule_step(step), planner.schedule_total, planner.schedule_length(step)
 
     step, bad_steps, resumed = 0, 0, None
     if resume_from is not None:
@@ -161,7 +172,9 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
         set_rng_state(rngs[world.rank] if world.rank < len(rngs) else rngs[0])
         step, bad_steps = resumed["step"], resumed.get("bad_steps", 0)
         if planner is not None and resumed.get("planned_total_steps"):
-            planner.planned_total = total_steps = int(resumed["planned_total_steps"])  # the saved plan, kept
+            # The saved plan, kept (with its re-plans) and not revised: see fastssl/train/time_budget.py.
+            planner.load_state_dict(resumed.get("time_budget_plan") or {"planned_total": resumed["planned_total_steps"]})
+            total_steps = planner.planned_total
         if world.is_main:
             print(f"fastssl: resumed from {resume_from} (written by {resumed.get('strategy')} on "
                   f"{resumed.get('world_size')} process(es)) at step {step}", flush=True)
@@ -181,6 +194,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
             "config": cfg.to_dict(), "step": step, "epoch": epoch_of_step, "bad_steps": bad_steps,
             "strategy": cfg.dist.strategy, "zero_stage": cfg.dist.zero_stage, "world_size": world.world_size,
             "planned_total_steps": planner.planned_total if planner is not None else None,
+            "time_budget_plan": planner.state_dict() if planner is not None and planner.decided else None,
         }, cfg.train.keep_last)
 
     stopped_by: int | None = None
@@ -202,8 +216,9 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                 views = [v.to(world.device, non_blocking=True) for v in views]
                 if world.device.type == "cuda" and cfg.train.channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-                lr = lr_at(step, total_steps, warmup_steps, peak_lr, cfg.optim.min_lr_ratio)
-                result = train_step(engine, method, views, step, total_steps, epoch, lr, guard,
+                sched_step, sched_total, momentum_len = schedule_at(step)
+                lr = lr_at(sched_step, sched_total, warmup_steps, peak_lr, cfg.optim.min_lr_ratio)
+                result = train_step(engine, method, views, step, momentum_len, epoch, lr, guard,
                                     stop_requested=stop.signum is not None)
                 if result.status == STOPPED:
                     stopped_by = stop.signum or signal.SIGTERM
@@ -230,10 +245,22 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                 log.progress(1, loss=outputs["loss"].detach(), lr=lr, img_s=n_img / max(dt, 1e-9))
                 train_s = now - t_start - monitor.seconds
                 if planner is not None and not planner.decided and planner.observe(dt, step, train_s) is not None:
-                    total_steps = planner.planned_total = agree_total(planner.planned_total)
+                    planner.fix(agree_total(planner.planned_total), step, train_s)
+                    total_steps = planner.planned_total
                     method.configure_schedule(steps_per_epoch, total_steps)
                     log.set_total(total_steps)
                     log.write(f"fastssl: time budget {cfg.train.time_budget}: {planner.describe()}")
+                elif planner is not None and planner.replan_due(step):
+                    before = planner.planned_total
+                    if planner.apply(step, agree_total(planner.propose(step, train_s))):
+                        total_steps = planner.planned_total
+                        method.configure_schedule(steps_per_epoch, total_steps)
+                        log.set_total(total_steps)
+                        log.log(step, {"planned_total_steps": total_steps, "train_seconds": round(train_s, 2)},
+                                kind="replan")
+                        log.write(f"fastssl: time budget {cfg.train.time_budget}: the pace drifted; "
+                                  f"re-planned {before} -> {total_steps} steps at step {step} "
+                                  f"(the schedule is compressed or stretched, not restarted)")
                 if step % cfg.train.log_every == 0 or step == total_steps:
                     elapsed = now - t_start
                     # Mean over ranks, so the logged loss is the global batch's on every world size.
@@ -270,6 +297,7 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                                "images_per_s": round(images_seen / max(elapsed - monitor.seconds, 1e-9), 2)}
     if planner is not None:
         summary["time_budget_s"] = planner.budget_s
+        summary["replans"] = planner.replans
     if cfg.train.knn_at_end:
         knn = knn_at_end(engine, cfg, world)  # every rank: under sharding the forward is collective
         summary["knn_top1"] = knn["top1"]
