@@ -36,6 +36,7 @@ import dataclasses  # noqa: E402
 
 from fastssl.bench.harness import Provenance, load_average  # noqa: E402
 from fastssl.bench.report import CsvWriter, default_csv, format_table, plot  # noqa: E402
+from fastssl.errors import FastSSLError  # noqa: E402
 from fastssl.train.time_budget import parse_duration  # noqa: E402
 
 COLUMNS = ["variant", "budget", "budget_s", "knn_top1", "steps", "train_s", "wall_s", "images_per_s",
@@ -59,7 +60,7 @@ def _busy(spec: str) -> tuple[float, int]:
     when, _, n = spec.partition(":")
     try:
         return parse_duration(when), int(n or 1)
-    except ValueError:
+    except (ValueError, FastSSLError):
         raise SystemExit(f"--busy {spec!r}: write AFTER:PROCESSES, e.g. 40s:2") from None
 
 
@@ -73,7 +74,7 @@ def run_one(args, name: str, overrides: list[str], budget: str, out: Path) -> di
         run = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
         try:
             if args.busy:
-                after, n = _busy(args.busy)
+                after, n = args.busy_at
                 try:
                     rc = run.wait(timeout=after)
                 except subprocess.TimeoutExpired:
@@ -90,7 +91,8 @@ def run_one(args, name: str, overrides: list[str], budget: str, out: Path) -> di
     s = _summary(out)
     return {"variant": name, "budget": budget, "budget_s": parse_duration(budget), "knn_top1": s.get("knn_top1"),
             "steps": s["step"], "train_s": s.get("train_seconds", s["seconds"]), "wall_s": round(wall, 1),
-            "images_per_s": s["images_per_s"], "overrides": " ".join(overrides) + (f" (busy {args.busy})" if args.busy else ""), "load_1m": load}
+            "images_per_s": s["images_per_s"], "load_1m": load,
+            "overrides": " ".join(overrides) + (f" (busy {args.busy})" if args.busy else "")}
 
 
 def random_init(args, like: Path) -> dict:
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return _plot(default_csv(args.name))
     if not args.data or not Path(args.data).is_dir():
         raise SystemExit(f"--data {args.data} is not a folder; pass the CIFAR-10 npz folder, e.g. ../shared/data/cifar10")
+    args.busy_at = _busy(args.busy) if args.busy else None  # a bad spec fails before any run starts
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     for b in budgets:
         parse_duration(b)

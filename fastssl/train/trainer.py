@@ -79,9 +79,8 @@ def validate_run(cfg: Config, world: World) -> None:
             f"set --train.batch_size to a multiple of {world.world_size}"
         )
     budget_s = parse_duration(cfg.train.time_budget)  # fails on a malformed duration, before any work
-    if cfg.train.time_budget_tolerance < 0:
-        raise FastSSLError(f"--train.time_budget_tolerance={cfg.train.time_budget_tolerance} must be >= 0 "
-                           f"(a share of the budget, e.g. 0.05; 0 = plan once)")
+    if budget_s:  # the planner checks its own settings (the tolerance), before any work too
+        TimeBudgetPlanner(budget_s, tolerance=cfg.train.time_budget_tolerance)
     parse_every(cfg.eval.knn_every)
     if cfg.train.epochs < 1 and cfg.train.max_steps < 1 and not budget_s:
         raise FastSSLError("nothing to train: set --train.epochs or --train.max_steps to at least 1")
@@ -244,23 +243,22 @@ def _train(cfg: Config, world: World) -> dict[str, Any]:
                 dt, t_step = now - t_step, now
                 log.progress(1, loss=outputs["loss"].detach(), lr=lr, img_s=n_img / max(dt, 1e-9))
                 train_s = now - t_start - monitor.seconds
+                planned = None  # what to report when the plan is fixed or revised at this step
                 if planner is not None and not planner.decided and planner.observe(dt, step, train_s) is not None:
                     planner.fix(agree_total(planner.planned_total), step, train_s)
-                    total_steps = planner.planned_total
-                    method.configure_schedule(steps_per_epoch, total_steps)
-                    log.set_total(total_steps)
-                    log.write(f"fastssl: time budget {cfg.train.time_budget}: {planner.describe()}")
+                    planned = planner.describe()
                 elif planner is not None and planner.replan_due(step):
                     before = planner.planned_total
                     if planner.apply(step, agree_total(planner.propose(step, train_s))):
-                        total_steps = planner.planned_total
-                        method.configure_schedule(steps_per_epoch, total_steps)
-                        log.set_total(total_steps)
-                        log.log(step, {"planned_total_steps": total_steps, "train_seconds": round(train_s, 2)},
-                                kind="replan")
-                        log.write(f"fastssl: time budget {cfg.train.time_budget}: the pace drifted; "
-                                  f"re-planned {before} -> {total_steps} steps at step {step} "
-                                  f"(the schedule is compressed or stretched, not restarted)")
+                        log.log(step, {"planned_total_steps": planner.planned_total,
+                                       "train_seconds": round(train_s, 2)}, kind="replan")
+                        planned = (f"the pace drifted; re-planned {before} -> {planner.planned_total} steps at step "
+                                   f"{step} (the schedule is compressed or stretched, not restarted)")
+                if planned is not None:
+                    total_steps = planner.planned_total
+                    method.configure_schedule(steps_per_epoch, total_steps)
+                    log.set_total(total_steps)
+                    log.write(f"fastssl: time budget {cfg.train.time_budget}: {planned}")
                 if step % cfg.train.log_every == 0 or step == total_steps:
                     elapsed = now - t_start
                     # Mean over ranks, so the logged loss is the global batch's on every world size.
