@@ -22,7 +22,7 @@ import sys
 
 from pathlib import Path
 
-from fastssl.config import Config, all_keys, apply_overrides, format_config, set_value
+from fastssl.config import RUN_RECORD_KEYS, Config, all_keys, apply_overrides, format_config, set_value
 from fastssl.errors import FastSSLError
 
 
@@ -44,11 +44,13 @@ def _split_overrides(rest: list[str]) -> list[str]:
     return out
 
 
-def resolve_config(recipe: str, overrides: list[str], config_file: str | None = None) -> Config:
-    """recipe, then the JSON file's keys (a full or partial config), then CLI overrides."""
+def resolve_config(recipe: str | None, overrides: list[str], config_file: str | None = None,
+                   base: Config | None = None) -> Config:
+    """`base` (a run's saved config, on resume) or the recipe, then the config file's keys (a full or
+    partial config), then the command line's overrides."""
     from fastssl.recipes import get_recipe
 
-    cfg = get_recipe(recipe)
+    cfg = base if base is not None else get_recipe(recipe or "default")
     if config_file:
         for key, value in _read_config_file(config_file).items():
             set_value(cfg, key, value)
@@ -65,7 +67,7 @@ def _read_config_file(path: str) -> dict:
         raise FastSSLError(f"config file {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
     flat = {}
     for section, values in data.items():
-        if section == "recipe":
+        if section == "recipe" or section in RUN_RECORD_KEYS:
             continue
         if not isinstance(values, dict):
             raise FastSSLError(f"config file {path}: '{section}' must be a section object like {{\"train\": {{...}}}}")
@@ -74,17 +76,30 @@ def _read_config_file(path: str) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+    from fastssl.train.run_dir import saved_config
     from fastssl.train.trainer import train
 
     cfg = resolve_config(args.recipe, rest, args.config)
     if args.out:
         cfg.train.out = args.out
     if args.resume:
+        # A resume continues the run as it was configured: its saved config, changed only by the
+        # flags on this command line (the run folder reports each change as `key: old -> new`).
+        base = saved_config(cfg.train.out)
+        if base is not None:
+            if args.recipe and args.recipe != base.recipe:
+                raise FastSSLError(f"--recipe {args.recipe} differs from the recipe of the run in {cfg.train.out} "
+                                   f"({base.recipe}); a resume keeps its run's config: drop --recipe")
+            cfg = resolve_config(None, rest, args.config, base=base)
+            if args.out:
+                cfg.train.out = args.out
         cfg.train.resume = True
+    if args.overwrite:
+        cfg.train.overwrite = True
     summary = train(cfg)
     if args.json:
         print(json.dumps(summary))
-    return 0
+    return int(summary.get("exit_status", 0))
 
 
 def _cmd_recipes(args: argparse.Namespace, rest: list[str]) -> int:
@@ -118,9 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="pretrain an encoder", description="Pretrain; any --section.key=value overrides the recipe.")
-    t.add_argument("--recipe", default="default", help="named config to start from (see `fastssl recipes`)")
+    t.add_argument("--recipe", default=None, help="named config to start from (see `fastssl recipes`; default: default)")
     t.add_argument("--config", help="JSON config (full or partial) applied over the recipe, before overrides")
-    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --train.out")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --train.out from its newest checkpoint, with its saved config; "
+                        "flags given here change only their own keys")
+    t.add_argument("--overwrite", action="store_true",
+                   help="clear --train.out's checkpoints, metrics and config, then start afresh")
     t.add_argument("--out", help="run folder; the same as --train.out")
     t.add_argument("--json", action="store_true", help="print the final summary as JSON")
     t.set_defaults(func=_cmd_train)

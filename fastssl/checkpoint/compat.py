@@ -1,9 +1,13 @@
 """Whether a checkpoint may be resumed by this run's config.
 
-A resume may change how the run proceeds (a larger `train.max_steps` or `train.epochs`, another
-`dist.strategy`, world size, `train.ckpt_every_steps` ...) but not what is trained: every key of
-the `model` and `method` sections, and `optim.name` (its state could not be restored), must be
-the checkpoint's. The first key that differs is named.
+A resume may change how the run proceeds (a larger `train.max_steps`, `train.epochs` or
+`train.time_budget`, another `dist.strategy`, world size, `train.ckpt_every_steps` ...) but not what
+is trained: every key of the `model` and `method` sections, and `optim.name` (its state could not be
+restored), must be the checkpoint's. Nor may the data under the step counter change: the step counts
+global batches of `train.batch_size` images of the dataset `data.dataset`/`data.path`/`data.limit`
+names, and the data order, the epoch and the schedule are functions of it; a new global batch or
+dataset would resume at another point of all three. (The world size may change: the per-rank batch
+follows it.) The first key that differs is named.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from fastssl.config import Config
 from fastssl.errors import FastSSLError
 
 _SECTIONS = ("model", "method")
+# Keys outside those sections that fix what the step counter means (see the module docstring).
+_FIXED_KEYS = ("optim.name", "train.batch_size", "data.dataset", "data.path", "data.limit")
 
 
 def _norm(x: Any) -> Any:
@@ -30,9 +36,17 @@ def differing_keys(ckpt_cfg: dict[str, Any], cfg: Config) -> list[tuple[str, Any
         a, b = theirs.get(section, {}), ours.get(section, {})
         keys = ["name"] if a.get("name") != b.get("name") else sorted(set(a) | set(b))
         diffs += [(f"{section}.{k}", a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)]
-    if theirs.get("optim", {}).get("name") != ours["optim"]["name"]:
-        diffs.append(("optim.name", theirs.get("optim", {}).get("name"), ours["optim"]["name"]))
+    for key in _FIXED_KEYS:
+        section, name = key.split(".")
+        a, b = theirs.get(section, {}).get(name), ours[section][name]
+        if a != b:
+            diffs.append((key, a, b))
     return diffs
+
+
+_WHY = {"optim": "the optimizer state could not be restored",
+        "train": "the step counts global batches of that size (change the world size instead)",
+        "data": "the step counts batches of that data"}
 
 
 def check_resumable(ckpt_cfg: dict[str, Any], cfg: Config, path: str) -> None:
@@ -40,6 +54,11 @@ def check_resumable(ckpt_cfg: dict[str, Any], cfg: Config, path: str) -> None:
     if not diffs:
         return
     key, theirs, ours = diffs[0]
+    if not key.startswith(_SECTIONS):
+        raise FastSSLError(
+            f"checkpoint {path} was trained with --{key}={theirs!r} and a resume cannot change it (to {ours!r}): "
+            f"{_WHY.get(key.split('.')[0], 'it fixes what a step means')}; drop --{key} or use a fresh --train.out"
+        )
     held = f"{ckpt_cfg.get('method', {}).get('name')}/{ckpt_cfg.get('model', {}).get('name')}"
     built = f"{cfg.method.name}/{cfg.model.name}"
     raise FastSSLError(

@@ -9,7 +9,10 @@
 from fastssl.config.config import (
     Config,
     all_keys,
+    RUN_RECORD_KEYS,
     apply_overrides,
+    diff_configs,
+    flat_config,
     format_config,
     set_value,
     validate,
@@ -41,5 +44,5 @@ from fastssl.config.sections import (
 __all__ = [
     "METHOD_CONFIGS", "AugConfig", "BYOLConfig", "Config", "DINOConfig", "DataConfig", "DistConfig", "EvalConfig",
     "MAEConfig", "MethodConfig", "ModelConfig", "MoCoV2Config", "MoCoV3Config", "OptimConfig", "SimCLRConfig",
-    "TrainConfig", "all_keys", "apply_overrides", "format_config", "register_method_config", "set_value", "validate",
+    "RUN_RECORD_KEYS", "TrainConfig", "all_keys", "apply_overrides", "diff_configs", "flat_config", "format_config", "register_method_config", "set_value", "validate",
 ]

@@ -28,6 +28,11 @@ from fastssl.config.sections import (
 from fastssl.errors import FastSSLError, did_you_mean
 
 
+# Keys a run's config.json holds beside the config sections (fastssl/train/run_dir.py): the record
+# of each resume's changes. Readers of config.json skip them.
+RUN_RECORD_KEYS = ("history",)
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -54,6 +59,8 @@ class Config:
         for section, values in d.items():
             if section == "recipe":
                 cfg.recipe = str(values)
+                continue
+            if section in RUN_RECORD_KEYS:
                 continue
             if not isinstance(values, dict):
                 raise FastSSLError(f"config section '{section}' must be an object of keys, got {values!r}")
@@ -209,6 +216,23 @@ def validate(cfg: Config) -> Config:
 def _get(cfg: Config, key: str) -> Any:
     section, name = key.split(".")
     return getattr(getattr(cfg, section), name)
+
+
+def flat_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (Config.to_dict or config.json) as {"section.key": value}, JSON-normalised so that
+    tuples and lists compare equal."""
+    d = json.loads(json.dumps(d))
+    out = {"recipe": d.get("recipe")}
+    for section, values in d.items():
+        if isinstance(values, dict) and section not in RUN_RECORD_KEYS:
+            out.update({f"{section}.{k}": v for k, v in values.items()})
+    return out
+
+
+def diff_configs(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """[(key, before, after)] for every `section.key` whose value differs, in key order."""
+    a, b = flat_config(before), flat_config(after)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def format_config(cfg: Config) -> str:

@@ -103,8 +103,11 @@ class TrainConfig:
     max_steps: int = 0
     seed: int = 0
     out: str = "runs/default"
-    # Resume from the newest checkpoint in `out` (the CLI's --resume sets this).
+    # Resume from the newest checkpoint in `out` with the run's saved config; flags given with
+    # --resume change only their own keys (the CLI's --resume sets this).
     resume: bool = False
+    # Clear `out`'s checkpoints, metrics and config before starting afresh (the CLI's --overwrite).
+    overwrite: bool = False
     ckpt_every_steps: int = 0  # 0 = once per epoch
     keep_last: int = 3
     log_every: int = 10

@@ -41,6 +41,9 @@ class PretrainLoader(Protocol):
     batch_size: int  # per rank
     num_images: int  # images in the (limited) training set, all ranks together
     num_views: int  # len(spec.views)
+    # Batches made ahead of the training step after each (re)start of iteration: the first this many
+    # steps of an epoch read ready batches, so a time budget must not take their pace as the pace.
+    prefetch_depth: int
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         """Yields `(views, labels)`: views = [float [B, 3, S_v, S_v] normalised, ...], labels = long [B]."""

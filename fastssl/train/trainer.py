@@ -1,73 +1,51 @@
-"""The pretraining loop: one function, `train(cfg)`, the same under `python` and `torchrun`.
+"""The pretraining loop, `train(cfg)`: the same under `python` and `torchrun`, built from components.
 
-The strategy (`--dist.strategy=ddp|fsdp|deepspeed`) is an engine (fastssl/parallel/engines/);
-each step is `train_step` (step.py), written once for all of them. Checkpoints are distributed
-(fastssl/checkpoint/): every rank writes its shards at `ckpt_every_steps`, at each epoch's end,
-and on SIGTERM / SIGINT (e.g. SLURM preemption) at the next step boundary. `--resume` continues
-from the newest complete checkpoint in `train.out`, chosen by rank 0, at the exact step, on any
-world size and strategy: the data order and augmentations are functions of (seed, epoch, index),
-the schedule is a function of the step, and RNG states are restored.
+Each component owns one concern, as in torchtitan's trainer:
+
+- `RunDir` (run_dir.py): the run folder and its config: start afresh, refuse a folder that holds a
+  run, or resume it with its saved config and only this command line's changes;
+- the engine (fastssl/parallel/engines/): the strategy (`--dist.strategy=ddp|fsdp|deepspeed`);
+  each step is `train_step` (step.py), written once for all of them;
+- the step plan (time_budget.py): the step count and where each step sits on the lr / momentum
+  schedule, fixed or laid over a wall-clock `--train.time_budget`;
+- `Checkpointer` (checkpointer.py): distributed checkpoints at `ckpt_every_steps`, at each epoch's
+  end, at the end and at a stop;
+- `StopSignals` (fastssl/stop_signals.py): SIGTERM, SIGINT or SIGUSR1 to the process or its whole
+  group (SLURM, `timeout`, torchrun) becomes a checkpoint at the step every rank agrees on and exit
+  status 128 + signal;
+- `MetricLogger` (metrics.py): JSONL, TensorBoard and progress on rank 0, closed once;
+- the monitors (knn_monitor.py): periodic kNN and the end-of-run kNN.
+
+`--resume` continues at the exact step, on any world size and strategy: the data order and
+augmentations are functions of (seed, epoch, index), the schedule is a function of the step, and
+RNG states are restored.
 """
 
 from __future__ import annotations
 
-import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
-from fastssl.checkpoint import (
-    atomic_write_text,
-    check_resumable,
-    latest_checkpoint,
-    load_model_weights,
-    read_train_state,
-    save_checkpoint,
-    set_rng_state,
-    step_of,
-)
+from fastssl.checkpoint import load_model_weights, read_train_state, set_rng_state
 from fastssl.cluster.training_images import training_images
-from fastssl.config import Config, format_config, validate
-from fastssl.distributed import World, all_reduce_mean, destroy_distributed, init_distributed, is_dist
+from fastssl.config import Config, validate
+from fastssl.distributed import World, all_reduce_mean, destroy_distributed, init_distributed
 from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
 from fastssl.parallel.engines import build_engine, check_strategy
+from fastssl.stop_signals import StopSignals, exit_status
+from fastssl.train._plan_shim import build_plan
 from fastssl.train.bn_guard import BatchNormGuard
+from fastssl.train.checkpointer import Checkpointer
 from fastssl.train.knn_monitor import KnnMonitor, knn_at_end, parse_every
 from fastssl.train.metrics import MetricLogger
 from fastssl.train.optim import build_optimizer
-from fastssl.train.replicas import check_replicas
+from fastssl.train.run_dir import RunDir
 from fastssl.train.schedule import lr_at, scaled_lr
-from fastssl.train.step import OK, STOPPED, train_step
-from fastssl.train.time_budget import TimeBudgetPlanner, agree_total, parse_duration
-
-
-class _StopFlag:
-    """Turns SIGTERM/SIGINT into a checkpoint-and-exit at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopFlag":
-        for s in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread (e.g. called from a test runner thread)
-                pass
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:  # a second Ctrl-C means "now"
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
+from fastssl.train.step import OK, STOPPED, StepOutcome, train_step
+from fastssl.train.time_budget import TimeBudgetPlanner, parse_duration
 
 
 def validate_run(cfg: Config, world: World) -> None:
@@ -86,221 +64,209 @@ def validate_run(cfg: Config, world: World) -> None:
         raise FastSSLError("nothing to train: set --train.epochs or --train.max_steps to at least 1")
 
 
-def _decide_start(cfg: Config, out: Path, world: World) -> Path | None:
-    """Rank 0 decides what to resume from (or that the folder is taken); every rank gets the answer."""
-    decision: list[Any] = [None, None]
-    if world.is_main:
-        found = latest_checkpoint(out)
-        if cfg.train.resume:
-            decision[0] = str(found) if found else None
-            if found is None:
-                print(f"fastssl: no checkpoint in {out}/checkpoints yet; starting from step 0", flush=True)
-        elif found is not None:
-            decision[1] = f"{out} already holds checkpoints; pass --resume to continue it or choose another --train.out"
-    if is_dist():
-        dist.broadcast_object_list(decision, src=0)
-    if decision[1]:
-        raise FastSSLError(decision[1])
-    return Path(decision[0]) if decision[0] else None
-
-
 def train(cfg: Config) -> dict[str, Any]:
-    """Pretrain with `cfg`; returns the final summary (also logged). Rank 0 writes all logs."""
+    """Pretrain with `cfg`; returns the run's summary (also logged). Rank 0 writes all logs.
+
+    A run stopped by a signal returns `{"stopped": "SIGTERM", "exit_status": 143, ...}` after
+    writing its checkpoint; the CLI exits with that status.
+    """
     world = init_distributed(cfg.dist.backend, cfg.train.device, cfg.dist.timeout_s)
     try:
-        return _train(cfg, world)
+        return Trainer(cfg, world).run()
     finally:
         destroy_distributed()
 
 
-def _train(cfg: Config, world: World) -> dict[str, Any]:
-    from fastssl.data import build_pretrain_loader
+class Trainer:
+    """Builds the components (in the order the docstring above lists them), then runs the loop."""
 
-    validate_run(cfg, world)
-    engine = build_engine(cfg, world)  # fails here, before any work, if e.g. DeepSpeed is missing
-    out = Path(cfg.train.out)
-    resume_from = _decide_start(cfg, out, world)
-    if world.is_main:
-        print(format_config(cfg), flush=True)
-        atomic_write_text(cfg.to_json() + "\n", out / "config.json")
+    def __init__(self, cfg: Config, world: World):
+        from fastssl.data import build_pretrain_loader
 
-    torch.manual_seed(cfg.train.seed)
-    method = build_method(cfg).to(world.device)
-    loader = build_pretrain_loader(cfg, world, views=type(method).view_spec(cfg))
-    if method.needs_pairs and loader.batch_size < 2:
-        raise FastSSLError(
-            f"{cfg.method.name} needs at least 2 images per rank for negatives, got {loader.batch_size}; "
-            f"raise --train.batch_size to at least {2 * world.world_size}"
-        )
-    steps_per_epoch = len(loader)
-    total_steps = cfg.train.epochs * steps_per_epoch
-    if cfg.train.max_steps:
-        total_steps = min(total_steps, cfg.train.max_steps) if cfg.train.epochs else cfg.train.max_steps
-    peak_lr = scaled_lr(cfg.optim, cfg.train.batch_size)
-    warmup_steps = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
-    planner = None
-    if cfg.train.time_budget:
-        # The budget decides the step count; --train.max_steps, if set, still caps it. Until the
-        # plan is fixed the total is provisional; the warm-up measured meanwhile does not depend on it.
-        planner = TimeBudgetPlanner(parse_duration(cfg.train.time_budget), cap=cfg.train.max_steps,
-                                    tolerance=cfg.train.time_budget_tolerance, hold_until=warmup_steps)
-        total_steps = cfg.train.max_steps or planner.PROVISIONAL_TOTAL
-
-    def schedule_at(step: int) -> tuple[float, int, float]:
-        """(schedule step, schedule length, `max_steps` for step/max_steps schedules such as the EMA
-        momentum): (step, total, total) unless a time-budget re-plan remapped the remaining steps."""
-        if planner is None or not planner.decided:
-            return step, total_steps, total_steps
-        return planner.schedule_step(step), planner.schedule_total, planner.schedule_length(step)
-
-    step, bad_steps, resumed = 0, 0, None
-    if resume_from is not None:
-        resumed = read_train_state(resume_from)
-        if resumed["legacy"]:
-            raise FastSSLError(f"{resume_from} is a single-file checkpoint of an older fastssl; resume is only "
-                               f"possible from checkpoints/step_* folders (use it with `fastssl eval` or start afresh)")
-        check_resumable(resumed["config"], cfg, str(resume_from))
-        load_model_weights(method, resume_from)  # full weights, before the engine shards them
-    engine.wrap(method, lambda m: build_optimizer(m, cfg.optim, peak_lr))
-    method = engine.method
-    if world.is_main:
-        print(f"fastssl: {engine.describe()}", flush=True)
-    if resumed is not None:
-        engine.load_optimizer_state(resume_from)
-        rngs = resumed["rng"]
-        set_rng_state(rngs[world.rank] if world.rank < len(rngs) else rngs[0])
-        step, bad_steps = resumed["step"], resumed.get("bad_steps", 0)
-        if planner is not None and resumed.get("planned_total_steps"):
-            # The saved plan, kept (with its re-plans) and not revised: see fastssl/train/time_budget.py.
-            planner.load_state_dict(resumed.get("time_budget_plan") or {"planned_total": resumed["planned_total_steps"]})
-            total_steps = planner.planned_total
+        validate_run(cfg, world)
+        self.cfg, self.world = cfg, world
+        self.engine = build_engine(cfg, world)  # fails here, before any work, if e.g. DeepSpeed is missing
+        resume_from = RunDir(cfg, world).open()
+        torch.manual_seed(cfg.train.seed)
+        method = build_method(cfg).to(world.device)
+        self.loader = build_pretrain_loader(cfg, world, views=type(method).view_spec(cfg))
+        if method.needs_pairs and self.loader.batch_size < 2:
+            raise FastSSLError(
+                f"{cfg.method.name} needs at least 2 images per rank for negatives, got {self.loader.batch_size}; "
+                f"raise --train.batch_size to at least {2 * world.world_size}"
+            )
+        self.steps_per_epoch = len(self.loader)
+        self.peak_lr = scaled_lr(cfg.optim, cfg.train.batch_size)
+        warmup_steps = int(round(cfg.optim.warmup_epochs * self.steps_per_epoch))
+        self.plan = build_plan(cfg, self.steps_per_epoch, warmup_steps, self.loader.prefetch_depth,
+                               time.perf_counter())
+        self.step, self.bad_steps, self.images_seen = 0, 0, 0
+        resumed = read_train_state(resume_from) if resume_from is not None else None
+        if resumed is not None:
+            if resumed["legacy"]:
+                raise FastSSLError(f"{resume_from} is a single-file checkpoint of an older fastssl; resume is only "
+                                   f"possible from checkpoints/step_* folders (use it with `fastssl eval` or start afresh)")
+            load_model_weights(method, resume_from)  # full weights, before the engine shards them
+        self.engine.wrap(method, lambda m: build_optimizer(m, cfg.optim, self.peak_lr))
+        self.method = self.engine.method
         if world.is_main:
-            print(f"fastssl: resumed from {resume_from} (written by {resumed.get('strategy')} on "
-                  f"{resumed.get('world_size')} process(es)) at step {step}", flush=True)
+            print(f"fastssl: {self.engine.describe()}", flush=True)
+        if resumed is not None:
+            self._restore(resumed, resume_from)
+        self.method.configure_schedule(self.steps_per_epoch, self.plan.total_steps)
+        self.guard = BatchNormGuard(self.method)
+        self.monitor = KnnMonitor(cfg, world)
+        self.checkpointer = Checkpointer(cfg, world, self.engine, self.plan, resume_from)
+        self.resumed_at = self.step if cfg.train.resume else None
 
-    method.configure_schedule(steps_per_epoch, total_steps)
-    guard = BatchNormGuard(method)
-    monitor = KnnMonitor(cfg, world)
-    log = MetricLogger(out, enabled=world.is_main, tensorboard=cfg.train.tensorboard,
-                       progress=cfg.train.progress, total_steps=total_steps, initial_step=step)
-    images_seen, t_start = 0, time.perf_counter()
-    last_ckpt = resume_from
+    def _restore(self, resumed: dict[str, Any], path) -> None:
+        self.engine.load_optimizer_state(path)
+        rngs = resumed["rng"]
+        set_rng_state(rngs[self.world.rank] if self.world.rank < len(rngs) else rngs[0])
+        self.step, self.bad_steps = resumed["step"], resumed.get("bad_steps", 0)
+        # The saved plan is kept (with its re-plans) and not revised: see time_budget.py.
+        self.plan.load_state_dict(resumed.get("time_budget_plan") or {})
+        if self.world.is_main:
+            print(f"fastssl: resumed from {path} (written by {resumed.get('strategy')} on "
+                  f"{resumed.get('world_size')} process(es)) at step {self.step}", flush=True)
 
-    def checkpoint(epoch_of_step: int) -> None:
-        nonlocal last_ckpt
-        check_replicas(engine)
-        last_ckpt = save_checkpoint(out, step, engine.model_state(), engine.optimizer_state(), {
-            "config": cfg.to_dict(), "step": step, "epoch": epoch_of_step, "bad_steps": bad_steps,
-            "strategy": cfg.dist.strategy, "zero_stage": cfg.dist.zero_stage, "world_size": world.world_size,
-            "planned_total_steps": planner.planned_total if planner is not None else None,
-            "time_budget_plan": planner.state_dict() if planner is not None and planner.decided else None,
-        }, cfg.train.keep_last)
+    # --- the run ------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.log = MetricLogger(cfg.train.out, enabled=self.world.is_main, tensorboard=cfg.train.tensorboard,
+                                progress=cfg.train.progress, total_steps=self.plan.total_steps,
+                                initial_step=self.step)
+        try:
+            with StopSignals() as self.stop:
+                self.t_start = self._t_last = time.perf_counter()
+                self._loop()
+                return self._stopped() if self.stop.requested else self._finish()
+        finally:
+            self.log.close()
 
-    stopped_by: int | None = None
-    images = training_images(cfg, world)  # opened only if a method asks (DeepCluster v2)
-    with _StopFlag() as stop:
-        while step < total_steps:
-            epoch, start_in_epoch = divmod(step, steps_per_epoch)
+    def _loop(self) -> None:
+        images = training_images(self.cfg, self.world)  # opened only if a method asks (DeepCluster v2)
+        while self.step < self.plan.total_steps and not self.stop.requested:
+            epoch, start_in_epoch = divmod(self.step, self.steps_per_epoch)
             if start_in_epoch == 0:
                 # Every rank calls it: a method may run collectives here (k-means across ranks).
-                method.on_epoch_start(epoch, images)
-            loader.set_epoch(epoch, start_in_epoch)
-            engine.model.train()
-            t_step = time.perf_counter()
+                self.method.on_epoch_start(epoch, images)
+            self.loader.set_epoch(epoch, start_in_epoch)
+            self.engine.model.train()
+            self.plan.on_loader_start(self.step, time.perf_counter())
             batches = 0
-            for views, _labels in loader:
+            for views, _labels in self._batches():
                 batches += 1
-                if step >= total_steps:
+                if self.step >= self.plan.total_steps or self._train_one(views, epoch).status == STOPPED:
                     break
-                views = [v.to(world.device, non_blocking=True) for v in views]
-                if world.device.type == "cuda" and cfg.train.channels_last:
-                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-                sched_step, sched_total, momentum_len = schedule_at(step)
-                lr = lr_at(sched_step, sched_total, warmup_steps, peak_lr, cfg.optim.min_lr_ratio)
-                result = train_step(engine, method, views, step, momentum_len, epoch, lr, guard,
-                                    stop_requested=stop.signum is not None)
-                if result.status == STOPPED:
-                    stopped_by = stop.signum or signal.SIGTERM
-                    break
-                if result.status != OK:
-                    bad_steps += 1
-                    log.write(f"fastssl: non-finite {result.status} at step {step}; skipped ({bad_steps} in a row)")
-                    if bad_steps >= cfg.train.max_bad_steps:
-                        kept = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-                        log.close()
-                        raise FastSSLError(
-                            f"loss was not finite for {bad_steps} steps in a row (step {step}); {kept}; "
-                            f"lower --optim.base_lr, set --optim.clip_grad, or use --train.precision=fp32"
-                        )
-                    step += 1  # the schedule moves on, as a skipped batch is consumed data
-                    continue
-                bad_steps = 0
-                step += 1
-                outputs = result.outputs
-                n_img = views[0].shape[0] * world.world_size
-                images_seen += n_img
-                now = time.perf_counter()
-                dt, t_step = now - t_step, now
-                log.progress(1, loss=outputs["loss"].detach(), lr=lr, img_s=n_img / max(dt, 1e-9))
-                train_s = now - t_start - monitor.seconds
-                planned = None  # what to report when the plan is fixed or revised at this step
-                if planner is not None and not planner.decided and planner.observe(dt, step, train_s) is not None:
-                    planner.fix(agree_total(planner.planned_total), step, train_s)
-                    planned = planner.describe()
-                elif planner is not None and planner.replan_due(step):
-                    before = planner.planned_total
-                    if planner.apply(step, agree_total(planner.propose(step, train_s))):
-                        log.log(step, {"planned_total_steps": planner.planned_total,
-                                       "train_seconds": round(train_s, 2)}, kind="replan")
-                        planned = (f"the pace drifted; re-planned {before} -> {planner.planned_total} steps at step "
-                                   f"{step} (the schedule is compressed or stretched, not restarted)")
-                if planned is not None:
-                    total_steps = planner.planned_total
-                    method.configure_schedule(steps_per_epoch, total_steps)
-                    log.set_total(total_steps)
-                    log.write(f"fastssl: time budget {cfg.train.time_budget}: {planned}")
-                if step % cfg.train.log_every == 0 or step == total_steps:
-                    elapsed = now - t_start
-                    # Mean over ranks, so the logged loss is the global batch's on every world size.
-                    names = list(outputs)
-                    means = all_reduce_mean(torch.stack([outputs[k].detach().float().to(world.device) for k in names]))
-                    scalars = dict(zip(names, means.tolist()))
-                    log.log(step, {**scalars, "lr": lr, "epoch": epoch, "grad_norm": result.grad_norm,
-                                   "images_per_s": images_seen / elapsed,
-                                   "views_per_s": images_seen * len(views) / elapsed})
-                if monitor.enabled and monitor.due(step, train_s):
-                    knn = monitor.run(engine)
-                    log.log(step, {**knn, "train_seconds": round(train_s, 2)}, kind="knn_every")
-                    log.write(f"fastssl: step {step} kNN top-1 {knn['top1']:.2f}% ({knn['n_train']} bank, "
-                              f"{knn['n_test']} queries, {train_s:.0f} s of training)")
-                if cfg.train.ckpt_every_steps and step % cfg.train.ckpt_every_steps == 0:
-                    checkpoint(epoch)
-            if stopped_by is not None:
-                break
+            if self.stop.requested:
+                return
             if batches == 0:
                 raise FastSSLError(f"the data loader yielded no batches in epoch {epoch}; check --data.path and --data.limit")
-            if step % steps_per_epoch == 0 or step >= total_steps:
-                if last_ckpt is None or step_of(last_ckpt) != step:
-                    checkpoint(epoch)
-    if stopped_by is not None:
-        checkpoint(step // max(steps_per_epoch, 1))
-        log.write(f"fastssl: stopped by signal {stopped_by} at step {step}; checkpoint {last_ckpt}; "
-                  f"continue with --resume --train.out={out}")
-        log.close()
-        return {"step": step, "stopped": True, "checkpoint": str(last_ckpt)}
+            at_end = self.step % self.steps_per_epoch == 0 or self.step >= self.plan.total_steps
+            if at_end and not self.checkpointer.has(self.step):
+                self.checkpointer.save(self.step, epoch, self.bad_steps)
 
-    elapsed = time.perf_counter() - t_start
-    summary: dict[str, Any] = {"step": step, "checkpoint": str(last_ckpt), "seconds": round(elapsed, 2),
-                               "train_seconds": round(elapsed - monitor.seconds, 2),
-                               "images_per_s": round(images_seen / max(elapsed - monitor.seconds, 1e-9), 2)}
-    if planner is not None:
-        summary["time_budget_s"] = planner.budget_s
-        summary["replans"] = planner.replans
-    if cfg.train.knn_at_end:
-        knn = knn_at_end(engine, cfg, world)  # every rank: under sharding the forward is collective
-        summary["knn_top1"] = knn["top1"]
-        log.log(step, knn, kind="knn")
-    log.log(step, summary, kind="summary")
-    log.write("fastssl: done " + " ".join(f"{k}={v}" for k, v in summary.items()))
-    log.close()
-    return summary
+    def _batches(self):
+        """The loader's batches; a loader whose workers died after a stop request just ends."""
+        try:
+            yield from self.loader
+        except RuntimeError:
+            if not self.stop.requested:
+                raise
+
+    def _train_one(self, views: list[torch.Tensor], epoch: int) -> StepOutcome:
+        cfg, device = self.cfg, self.world.device
+        views = [v.to(device, non_blocking=True) for v in views]
+        if device.type == "cuda" and cfg.train.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        at = self.plan.at(self.step)
+        lr = lr_at(at.step, at.total, at.warmup, self.peak_lr, cfg.optim.min_lr_ratio)
+        result = train_step(self.engine, self.method, views, self.step, at.momentum_len, epoch, lr, self.guard,
+                            stop_requested=self.stop.requested)
+        if result.status == STOPPED:
+            return result
+        if result.status != OK:
+            self._skipped(result)
+        else:
+            self.bad_steps = 0
+            self.step += 1
+            self._after_step(result, views, lr, epoch)
+        return result
+
+    def _skipped(self, result: StepOutcome) -> None:
+        self.bad_steps += 1
+        self.log.write(f"fastssl: non-finite {result.status} at step {self.step}; skipped ({self.bad_steps} in a row)")
+        if self.bad_steps >= self.cfg.train.max_bad_steps:
+            raise FastSSLError(
+                f"loss was not finite for {self.bad_steps} steps in a row (step {self.step}); "
+                f"{self.checkpointer.describe_last()}; lower --optim.base_lr, set --optim.clip_grad, "
+                f"or use --train.precision=fp32"
+            )
+        self.step += 1  # the schedule moves on, as a skipped batch is consumed data
+
+    def _after_step(self, result: StepOutcome, views: list[torch.Tensor], lr: float, epoch: int) -> None:
+        step, now = self.step, time.perf_counter()
+        n_img = views[0].shape[0] * self.world.world_size
+        self.images_seen += n_img
+        dt, self._t_last = now - self._t_last, now
+        self.log.progress(1, loss=result.outputs["loss"].detach(), lr=lr, img_s=n_img / max(dt, 1e-9))
+        event = self.plan.after_step(step, now)
+        if event is not None:
+            self.method.configure_schedule(self.steps_per_epoch, event.total_steps)
+            self.log.set_total(event.total_steps)
+            self.log.log(step, event.record, kind=event.kind)
+            self.log.write(f"fastssl: time budget {self.cfg.train.time_budget}: {event.message}")
+        if step % self.cfg.train.log_every == 0 or step == self.plan.total_steps:
+            self._log_scalars(result, lr, epoch, now)
+        train_s = now - self.t_start - self.monitor.seconds
+        if self.monitor.enabled and self.monitor.due(step, train_s):
+            self._periodic_knn(train_s)
+        if self.checkpointer.due(step):
+            self.checkpointer.save(step, epoch, self.bad_steps)
+
+    def _log_scalars(self, result: StepOutcome, lr: float, epoch: int, now: float) -> None:
+        # Mean over ranks, so the logged loss is the global batch's on every world size.
+        names = list(result.outputs)
+        means = all_reduce_mean(torch.stack([result.outputs[k].detach().float().to(self.world.device) for k in names]))
+        elapsed = now - self.t_start
+        self.log.log(self.step, {**dict(zip(names, means.tolist())), "lr": lr, "epoch": epoch,
+                                 "grad_norm": result.grad_norm, "images_per_s": self.images_seen / elapsed,
+                                 "views_per_s": self.images_seen * self.loader.num_views / elapsed})
+
+    def _periodic_knn(self, train_s: float) -> None:
+        before = self.monitor.seconds
+        knn = self.monitor.run(self.engine)
+        self.plan.account("knn", self.monitor.seconds - before)
+        self.log.log(self.step, {**knn, "train_seconds": round(train_s, 2)}, kind="knn_every")
+        self.log.write(f"fastssl: step {self.step} kNN top-1 {knn['top1']:.2f}% ({knn['n_train']} bank, "
+                       f"{knn['n_test']} queries, {train_s:.0f} s of training)")
+
+    # --- the end ------------------------------------------------------------------------------
+    def _stopped(self) -> dict[str, Any]:
+        ckpt = self.checkpointer
+        if not ckpt.has(self.step):
+            ckpt.save(self.step, self.step // max(self.steps_per_epoch, 1), self.bad_steps)
+        status = exit_status(self.stop.signum)
+        self.log.write(f"fastssl: stopped by {self.stop.name} at step {self.step} of {self.plan.total_steps}; "
+                       f"checkpoint {ckpt.last}; exit status {status}; continue with the same command plus "
+                       f"--resume (--train.out={self.cfg.train.out})")
+        summary = {"step": self.step, "stopped": self.stop.name, "exit_status": status, "checkpoint": str(ckpt.last)}
+        self.log.log(self.step, summary, kind="stopped")
+        return summary
+
+    def _finish(self) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.t_start
+        train_s = elapsed - self.monitor.seconds
+        summary: dict[str, Any] = {"step": self.step, "checkpoint": str(self.checkpointer.last),
+                                   "seconds": round(elapsed, 2), "train_seconds": round(train_s, 2),
+                                   "images_per_s": round(self.images_seen / max(train_s, 1e-9), 2),
+                                   **self.plan.summary()}
+        if self.cfg.train.knn_at_end:
+            knn = knn_at_end(self.engine, self.cfg, self.world)  # every rank: under sharding the forward is collective
+            if knn is not None:
+                summary["knn_top1"] = knn["top1"]
+                self.log.log(self.step, knn, kind="knn")
+        self.log.log(self.step, summary, kind="summary")
+        self.log.write("fastssl: done " + " ".join(f"{k}={v}" for k, v in summary.items()))
+        return summary

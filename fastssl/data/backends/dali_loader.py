@@ -118,6 +118,7 @@ class DaliLoader:
         self.out_dtype = output_dtype(cfg.data.dtype)
         self.num_views = len(spec.views)
         self.prefetch = 2
+        self.prefetch_depth = self.prefetch  # DALI's prefetch_queue_depth
         self.skip: set[int] = set()
         self._epoch, self._start = 0, 0
         self._pipe = None

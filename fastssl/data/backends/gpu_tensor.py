@@ -94,6 +94,7 @@ class GpuTensorLoader:
     """PretrainLoader over a decoded uint8 dataset tensor on `world.device`."""
 
     backend = "gpu-tensor"
+    prefetch_depth = 0  # augments on the device in the step's own stream: nothing is made ahead
 
     def __init__(
         self, cfg: Config, world: World, spec: ViewSpec, images: torch.Tensor, labels: torch.Tensor

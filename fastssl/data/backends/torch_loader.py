@@ -21,6 +21,7 @@ from fastssl.data.sources.base import ImageSource
 from fastssl.data.views import ViewSpec
 from fastssl.distributed import World
 from fastssl.errors import FastSSLError
+from fastssl.stop_signals import ignore_stop_signals
 
 
 def unwrap_worker_error(error: FastSSLError) -> FastSSLError:
@@ -37,7 +38,12 @@ def unwrap_worker_error(error: FastSSLError) -> FastSSLError:
 
 
 class UserErrorDataLoader(DataLoader):
-    """A DataLoader whose FastSSLErrors from workers keep their one-line message."""
+    """A DataLoader whose FastSSLErrors from workers keep their one-line message, and whose
+    workers outlive a stop signal sent to the whole process group (fastssl/stop_signals.py)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("worker_init_fn", ignore_stop_signals)
+        super().__init__(*args, **kwargs)
 
     def __iter__(self) -> Iterator:
         try:
@@ -131,6 +137,8 @@ class TorchPretrainLoader:
         self.batch_size = batch_size
         self.num_images = len(source)
         self.num_views = len(transforms)
+        # DataLoader's default prefetch_factor (2) batches per worker; none without workers.
+        self.prefetch_depth = 2 * num_workers
         self.sampler = ShardedBatchSampler(len(source), batch_size, world.rank, world.world_size, seed)
         self.loader = UserErrorDataLoader(
             AugmentedViews(source, transforms, seed),
