@@ -41,6 +41,7 @@ class Checkpointer:
             "config": self.cfg.to_dict(), "step": step, "epoch": epoch, "bad_steps": bad_steps,
             "strategy": self.cfg.dist.strategy, "zero_stage": self.cfg.dist.zero_stage,
             "world_size": self.world.world_size, "time_budget_plan": self.plan.state_dict(),
+            "planned_total_steps": self.plan.state_dict().get("planned_total"),
         }, self.cfg.train.keep_last)
         spent = time.perf_counter() - t0
         self.seconds += spent

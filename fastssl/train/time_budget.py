@@ -198,3 +198,128 @@ def agree_total(total: int) -> int:
     t = torch.tensor([int(total)], dtype=torch.int64, device=device)
     dist.broadcast(t, src=0)
     return int(t.item())
+
+
+# --- the step plan the trainer asks (fastssl/train/trainer.py) ------------------------------------
+@dataclass
+class ScheduleAt:
+    """Where a real step sits on the lr / momentum schedule."""
+
+    step: float
+    total: float
+    warmup: float
+    momentum_len: float  # the `max_steps` of step/max_steps schedules (EMA momentum)
+
+
+@dataclass
+class PlanEvent:
+    kind: str  # "plan" (fixed after the first measured steps) | "replan"
+    total_steps: int
+    message: str
+    record: dict
+
+
+class FixedPlan:
+    """No budget: the step count follows from epochs / max_steps and never changes."""
+
+    def __init__(self, total_steps: int, warmup_steps: int):
+        self.total_steps, self.warmup_steps = total_steps, warmup_steps
+
+    def at(self, step: int) -> ScheduleAt:
+        return ScheduleAt(step, self.total_steps, self.warmup_steps, self.total_steps)
+
+    def on_loader_start(self, step: int, now: float) -> None:
+        pass
+
+    def after_step(self, step: int, now: float) -> PlanEvent | None:
+        return None
+
+    def account(self, kind: str, seconds: float) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def summary(self) -> dict:
+        return {}
+
+
+class TimeBudget(FixedPlan):
+    """`--train.time_budget`: a `TimeBudgetPlanner` fed with the trainer's clock.
+
+    Periodic kNN time is kept off the budget clock (`account("knn", s)`); checkpoints count.
+    """
+
+    def __init__(self, planner: TimeBudgetPlanner, provisional_total: int, warmup_steps: int):
+        super().__init__(provisional_total, warmup_steps)
+        self.planner = planner
+        self._t_start: float | None = None
+        self._t_last = 0.0
+        self._off_clock = 0.0
+
+    def at(self, step: int) -> ScheduleAt:
+        p = self.planner
+        if not p.decided:
+            return ScheduleAt(step, self.total_steps, self.warmup_steps, self.total_steps)
+        return ScheduleAt(p.schedule_step(step), p.schedule_total, self.warmup_steps, p.schedule_length(step))
+
+    def on_loader_start(self, step: int, now: float) -> None:
+        if self._t_start is None:
+            self._t_start = now
+        self._t_last = now  # an epoch start's set-up is not a step's time
+
+    def account(self, kind: str, seconds: float) -> None:
+        if kind == "knn":
+            self._off_clock += seconds
+            self._t_last += seconds
+
+    def after_step(self, step: int, now: float) -> PlanEvent | None:
+        p = self.planner
+        dt, self._t_last = now - self._t_last, now
+        train_s = now - (self._t_start if self._t_start is not None else now) - self._off_clock
+        if not p.decided:
+            if p.observe(dt, step, train_s) is None:
+                return None
+            p.fix(agree_total(p.planned_total), step, train_s)
+            return self._event("plan", p.describe(), train_s)
+        if p.replan_due(step):
+            before = p.planned_total
+            if p.apply(step, agree_total(p.propose(step, train_s))):
+                return self._event("replan", f"the pace drifted; re-planned {before} -> {p.planned_total} steps at "
+                                   f"step {step} (the schedule is compressed or stretched, not restarted)", train_s)
+        return None
+
+    def _event(self, kind: str, message: str, train_s: float) -> PlanEvent:
+        self.total_steps = self.planner.planned_total
+        return PlanEvent(kind, self.total_steps, message,
+                         {"planned_total_steps": self.total_steps, "train_seconds": round(train_s, 2)})
+
+    def state_dict(self) -> dict:
+        return self.planner.state_dict() if self.planner.decided else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The saved plan, kept (with its re-plans) and not revised."""
+        if state.get("planned_total"):
+            self.planner.load_state_dict(state)
+            self.total_steps = self.planner.planned_total
+
+    def summary(self) -> dict:
+        return {"time_budget_s": self.planner.budget_s, "replans": self.planner.replans}
+
+
+def build_plan(cfg, steps_per_epoch: int, warmup_steps: int, prefetch_depth: int, now: float) -> FixedPlan:
+    """The trainer's step plan: fixed, or laid over `--train.time_budget`."""
+    total = cfg.train.epochs * steps_per_epoch
+    if cfg.train.max_steps:
+        total = min(total, cfg.train.max_steps) if cfg.train.epochs else cfg.train.max_steps
+    budget_s = parse_duration(cfg.train.time_budget)
+    if not budget_s:
+        return FixedPlan(total, warmup_steps)
+    # The budget decides the step count; --train.max_steps, if set, still caps it. Until the plan is
+    # fixed the total is provisional; the warm-up measured meanwhile does not depend on it.
+    planner = TimeBudgetPlanner(budget_s, cap=cfg.train.max_steps, tolerance=cfg.train.time_budget_tolerance,
+                                hold_until=warmup_steps)
+    return TimeBudget(planner, cfg.train.max_steps or planner.PROVISIONAL_TOTAL, warmup_steps)

@@ -36,7 +36,7 @@ from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
 from fastssl.parallel.engines import build_engine, check_strategy
 from fastssl.stop_signals import StopSignals, exit_status
-from fastssl.train._plan_shim import build_plan
+from fastssl.train.time_budget import TimeBudgetPlanner, build_plan, parse_duration
 from fastssl.train.bn_guard import BatchNormGuard
 from fastssl.train.checkpointer import Checkpointer
 from fastssl.train.knn_monitor import KnnMonitor, knn_at_end, parse_every
@@ -45,7 +45,6 @@ from fastssl.train.optim import build_optimizer
 from fastssl.train.run_dir import RunDir
 from fastssl.train.schedule import lr_at, scaled_lr
 from fastssl.train.step import OK, STOPPED, StepOutcome, train_step
-from fastssl.train.time_budget import TimeBudgetPlanner, parse_duration
 
 
 def validate_run(cfg: Config, world: World) -> None:

@@ -90,9 +90,14 @@ def test_checkpoint_from_another_model_names_the_key(tmp_path):
     other.method.proj_dim = 4
     with pytest.raises(FastSSLError, match="--method.proj_dim is 8 there and 4 here"):
         check_resumable(state["config"], other, state["path"])
+    # The step counts global batches of the checkpoint's size: another batch is refused by name.
+    other = _cfg()
+    other.train.batch_size = 64
+    with pytest.raises(FastSSLError, match="--train.batch_size=.* a resume cannot change it"):
+        check_resumable(state["config"], other, state["path"])
     # What only changes how the run proceeds is accepted.
     longer = _cfg()
-    longer.train.max_steps, longer.dist.strategy, longer.train.batch_size = 99, "fsdp", 64
+    longer.train.max_steps, longer.dist.strategy = 99, "fsdp"
     check_resumable(state["config"], longer, state["path"])
     # Weights of another shape are refused by name too, before anything is loaded.
     with pytest.raises(FastSSLError, match=r"holds model\.backbone\.trunk\.\S+ of shape \(32, "):
