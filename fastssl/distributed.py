@@ -38,29 +38,61 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
 
 
-def resolve_device(requested: "str | torch.device" = "auto", local_rank: int = 0, flag: str = "--train.device") -> torch.device:
-    """auto | cpu | cuda | cuda:N -> a device; the one home of this choice (train, eval, bench).
+def local_device(
+    requested: "str | torch.device" = "auto", flag: str = "--train.device", local_rank: int | None = None
+) -> torch.device:
+    """auto | cpu | cuda | cuda:N -> this process's device: cuda:LOCAL_RANK whenever CUDA is used.
 
+    The one home of the device choice (trainer, eval, bench, DALI's device_id, the Triton launch
+    guard), so every local rank gets its own GPU: torchrun starts one process per GPU and sets
+    LOCAL_RANK. `local_rank` defaults to that variable. An explicit cuda:N is honoured only for a
+    single local process (under torchrun it would put every rank on one GPU, which NCCL refuses).
     `flag` names the option the user set, so the error says which one to change.
     """
     from fastssl.errors import FastSSLError
 
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if isinstance(requested, torch.device):
-        return requested
-    if requested not in ("auto", "cpu", "cuda") and not str(requested).startswith("cuda:"):
+        if requested.type != "cuda" or requested.index is not None:
+            return requested
+        requested = "cuda"
+    requested = str(requested)
+    if requested not in ("auto", "cpu", "cuda") and not requested.startswith("cuda:"):
         raise FastSSLError(f"unknown device '{requested}'; use {flag}=auto, cpu or cuda")
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise FastSSLError(f"{flag}={requested} but no CUDA device is visible; use {flag}=cpu")
-    return torch.device(requested) if str(requested).startswith("cuda:") else torch.device("cuda", local_rank)
+    count = torch.cuda.device_count()
+    if requested.startswith("cuda:"):
+        index = int(requested[5:]) if requested[5:].isdigit() else -1
+        if int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+            raise FastSSLError(f"{flag}={requested} would put every local rank on one GPU; use {flag}=cuda "
+                               f"(each rank takes cuda:LOCAL_RANK)")
+        if not 0 <= index < count:
+            raise FastSSLError(f"{flag}={requested} but {count} CUDA device(s) are visible; use {flag}=cuda:0 "
+                               f"to cuda:{count - 1}")
+        return torch.device("cuda", index)
+    if local_rank >= count:
+        raise FastSSLError(f"LOCAL_RANK={local_rank} but only {count} CUDA device(s) are visible; start at most "
+                           f"{count} process(es) per node (torchrun --nproc_per_node={count}) or fix "
+                           f"CUDA_VISIBLE_DEVICES")
+    return torch.device("cuda", local_rank)
 
 
-def init_distributed(backend: str = "auto", device: str = "auto", timeout_s: int = 1800) -> World:
-    """Join the process group that torchrun describes in the environment, if any."""
+def resolve_device(
+    requested: "str | torch.device" = "auto", local_rank: int | None = None, flag: str = "--train.device"
+) -> torch.device:
+    """The older name of `local_device` (eval and report call it by this name)."""
+    return local_device(requested, flag, local_rank)
+
+
+def init_distributed(backend: str = "auto", device: "str | torch.device" = "auto", timeout_s: int = 1800) -> World:
+    """Join the process group that torchrun describes in the environment, if any, on this rank's device."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    dev = local_device(device, "--train.device", local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not is_dist():
