@@ -2,12 +2,15 @@
 
 Only rank 0 writes; other ranks get a logger whose methods do nothing, so the training loop
 never branches on rank. JSONL lines are appended and flushed per record, so a killed run keeps
-every record it logged; a resumed run appends to the same file.
+every record it logged. A resumed run (`resume_step=S`) first drops the records of steps after S
+(they belong to steps the resume will train again), so no step is logged twice; TensorBoard marks
+its later events superseded the same way (`purge_step`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Any
 
 class MetricLogger:
     def __init__(self, out: str | Path, enabled: bool = True, tensorboard: bool = True, progress: bool = True,
-                 total_steps: int = 0, initial_step: int = 0):
+                 total_steps: int = 0, initial_step: int = 0, resume_step: int | None = None):
         self.enabled = enabled
         self._jsonl = None
         self._tb = None
@@ -25,12 +28,15 @@ class MetricLogger:
             return
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            _drop_records_after(out / "metrics.jsonl", resume_step)
         self._jsonl = open(out / "metrics.jsonl", "a", buffering=1)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(out / "tb"))
+                purge = resume_step + 1 if resume_step is not None else None
+                self._tb = SummaryWriter(str(out / "tb"), purge_step=purge)
             except ImportError:  # tensorboard is a dependency, but a trimmed install should still train
                 print("fastssl: tensorboard is not installed; logging to metrics.jsonl only", file=sys.stderr)
         if progress:
@@ -78,6 +84,25 @@ class MetricLogger:
             self._tb.close()
         if self._jsonl is not None:
             self._jsonl.close()
+
+
+def _drop_records_after(path: Path, step: int) -> None:
+    """Keep the records of steps <= `step` (atomically: a crash leaves the old file or the new)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines(keepends=True)
+            if line.strip() and (_step_of(line) is not None and _step_of(line) <= step)]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
+def _step_of(line: str) -> int | None:
+    """The record's step; None for the torn last line a killed run can leave (it is dropped)."""
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return None
 
 
 def _scalar(v: Any) -> Any:

@@ -134,7 +134,7 @@ class Trainer:
         cfg = self.cfg
         self.log = MetricLogger(cfg.train.out, enabled=self.world.is_main, tensorboard=cfg.train.tensorboard,
                                 progress=cfg.train.progress, total_steps=self.plan.total_steps,
-                                initial_step=self.step)
+                                initial_step=self.step, resume_step=self.resumed_at)
         try:
             with StopSignals() as self.stop:
                 self.t_start = self._t_last = time.perf_counter()
