@@ -79,9 +79,9 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     from fastssl.train.run_dir import saved_config
     from fastssl.train.trainer import train
 
+    # --out is --train.out, applied after every other source (a later --train.out loses to it).
+    rest = rest + ([f"--train.out={args.out}"] if args.out else [])
     cfg = resolve_config(args.recipe, rest, args.config)
-    if args.out:
-        cfg.train.out = args.out
     if args.resume:
         # A resume continues the run as it was configured: its saved config, changed only by the
         # flags on this command line (the run folder reports each change as `key: old -> new`).
@@ -91,8 +91,6 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
                 raise FastSSLError(f"--recipe {args.recipe} differs from the recipe of the run in {cfg.train.out} "
                                    f"({base.recipe}); a resume keeps its run's config: drop --recipe")
             cfg = resolve_config(None, rest, args.config, base=base)
-            if args.out:
-                cfg.train.out = args.out
         cfg.train.resume = True
     if args.overwrite:
         cfg.train.overwrite = True

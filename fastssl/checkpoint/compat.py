@@ -12,10 +12,9 @@ follows it.) The first key that differs is named.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from fastssl.config import Config
+from fastssl.config import Config, flat_config
 from fastssl.errors import FastSSLError
 
 _SECTIONS = ("model", "method")
@@ -23,25 +22,16 @@ _SECTIONS = ("model", "method")
 _FIXED_KEYS = ("optim.name", "train.batch_size", "data.dataset", "data.path", "data.limit")
 
 
-def _norm(x: Any) -> Any:
-    return json.loads(json.dumps(x))  # tuples and lists compare equal, as in config.json
-
-
 def differing_keys(ckpt_cfg: dict[str, Any], cfg: Config) -> list[tuple[str, Any, Any]]:
-    """[(section.key, checkpoint's value, this run's value)] over the model-defining keys."""
-    ours = _norm(cfg.to_dict())
-    theirs = _norm(ckpt_cfg)
+    """[(section.key, checkpoint's value, this run's value)] over the keys a resume may not change."""
+    theirs, ours = flat_config(ckpt_cfg), flat_config(cfg.to_dict())
     diffs = []
     for section in _SECTIONS:
-        a, b = theirs.get(section, {}), ours.get(section, {})
-        keys = ["name"] if a.get("name") != b.get("name") else sorted(set(a) | set(b))
-        diffs += [(f"{section}.{k}", a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)]
-    for key in _FIXED_KEYS:
-        section, name = key.split(".")
-        a, b = theirs.get(section, {}).get(name), ours[section][name]
-        if a != b:
-            diffs.append((key, a, b))
-    return diffs
+        name = f"{section}.name"
+        keys = [name] if theirs.get(name) != ours.get(name) else sorted(
+            k for k in set(theirs) | set(ours) if k.startswith(section + "."))
+        diffs += [(k, theirs.get(k), ours.get(k)) for k in keys if theirs.get(k) != ours.get(k)]
+    return diffs + [(k, theirs.get(k), ours[k]) for k in _FIXED_KEYS if theirs.get(k) != ours[k]]
 
 
 _WHY = {"optim": "the optimizer state could not be restored",

@@ -37,11 +37,12 @@ class Checkpointer:
         """Collective: every rank calls it at the same step."""
         t0 = time.perf_counter()
         check_replicas(self.engine)
+        plan = self.plan.state_dict()
         self.last = save_checkpoint(self.out, step, self.engine.model_state(), self.engine.optimizer_state(), {
             "config": self.cfg.to_dict(), "step": step, "epoch": epoch, "bad_steps": bad_steps,
             "strategy": self.cfg.dist.strategy, "zero_stage": self.cfg.dist.zero_stage,
-            "world_size": self.world.world_size, "time_budget_plan": self.plan.state_dict(),
-            "planned_total_steps": self.plan.state_dict().get("planned_total"),
+            "world_size": self.world.world_size, "time_budget_plan": plan,
+            "planned_total_steps": plan.get("planned_total"),
         }, self.cfg.train.keep_last)
         spent = time.perf_counter() - t0
         self.seconds += spent

@@ -91,14 +91,16 @@ def _drop_records_after(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [line for line in path.read_text().splitlines(keepends=True)
-            if line.strip() and (_step_of(line) is not None and _step_of(line) <= step)]
+            if (s := _step_of(line)) is not None and s <= step]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("".join(kept))
     os.replace(tmp, path)
 
 
 def _step_of(line: str) -> int | None:
-    """The record's step; None for the torn last line a killed run can leave (it is dropped)."""
+    """The record's step; None for a blank line or the torn last line a killed run can leave (dropped)."""
+    if not line.strip():
+        return None
     try:
         return int(json.loads(line).get("step", 0))
     except (ValueError, AttributeError):

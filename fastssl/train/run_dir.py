@@ -36,16 +36,22 @@ RUN_FILES = ("metrics.jsonl", "tb")
 _INVOCATION_KEYS = ("train.resume", "train.overwrite")
 
 
-def saved_config(out: str | Path) -> Config | None:
-    """The config a run folder's `config.json` holds (the base of a resume), or None if it has none."""
+def _read_record(out: str | Path) -> dict[str, Any] | None:
+    """A run folder's `config.json` as written (config sections and history), or None if it has none."""
     path = Path(out) / CONFIG_FILE
     if not path.is_file():
         return None
     try:
-        return Config.from_dict(json.loads(path.read_text()))
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise FastSSLError(f"{path} is not valid JSON, so --resume cannot read the run's config; "
                            f"restore it or start afresh with --overwrite") from None
+
+
+def saved_config(out: str | Path) -> Config | None:
+    """The config a run folder's `config.json` holds (the base of a resume), or None if it has none."""
+    record = _read_record(out)
+    return Config.from_dict(record) if record is not None else None
 
 
 def config_changes(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -87,13 +93,20 @@ class RunDir:
         if cfg.train.resume and cfg.train.overwrite:
             raise FastSSLError("--resume continues the run in --train.out and --overwrite clears it; pass one of them")
         found = latest_checkpoint(self.out) if self.out.is_dir() else None
-        saved = saved_config(self.out) if cfg.train.resume else None
         if cfg.train.resume:
-            if found is not None:
-                check_resumable(read_train_state(found)["config"], cfg, str(found))
-            changes = config_changes(saved.to_dict(), cfg.to_dict()) if saved is not None else []
-            self._write_config(changes, step=read_train_state(found)["step"] if found else 0)
-            self._print_resume(found, changes, saved is not None)
+            state = read_train_state(found) if found is not None else None
+            if state is not None:
+                check_resumable(state["config"], cfg, str(found))
+            record = _read_record(self.out)
+            # Against the saved config as this version reads it, so keys it added are not "changes".
+            changes = config_changes(Config.from_dict(record).to_dict(), cfg.to_dict()) if record else []
+            history = []
+            if record is not None:
+                history = record.get("history", []) + [{
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_at_step": state["step"] if state else 0,
+                    "changes": {k: [a, b] for k, a, b in changes}}]
+            self._write_config(history)
+            self._print_resume(found, changes, record is not None)
             return (str(found) if found else None), changes
         held = self._held_files(found)
         if held and not cfg.train.overwrite:
@@ -102,7 +115,7 @@ class RunDir:
         if held:
             self._clear()
             print(f"fastssl: --overwrite: removed {', '.join(held)} from {self.out}", flush=True)
-        self._write_config([], step=None)
+        self._write_config([])
         self._print_start()
         return None, []
 
@@ -118,13 +131,8 @@ class RunDir:
             elif p.exists():
                 p.unlink()
 
-    def _write_config(self, changes: list, step: int | None) -> None:
+    def _write_config(self, history: list) -> None:
         record = _recorded(self.cfg)
-        history = []
-        if step is not None and (self.out / CONFIG_FILE).is_file():
-            history = json.loads((self.out / CONFIG_FILE).read_text()).get("history", [])
-            history.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_at_step": step,
-                            "changes": {k: [a, b] for k, a, b in changes}})
         record["history"] = history
         atomic_write_text(json.dumps(record, indent=2) + "\n", self.out / CONFIG_FILE)
 

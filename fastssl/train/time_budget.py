@@ -263,7 +263,7 @@ class TimeBudget(FixedPlan):
     def at(self, step: int) -> ScheduleAt:
         p = self.planner
         if not p.decided:
-            return ScheduleAt(step, self.total_steps, self.warmup_steps, self.total_steps)
+            return super().at(step)
         return ScheduleAt(p.schedule_step(step), p.schedule_total, self.warmup_steps, p.schedule_length(step))
 
     def on_loader_start(self, step: int, now: float) -> None:
