@@ -93,7 +93,10 @@ def test_centre_loss_and_gradients_on_2_ranks_equal_1_process(tmp_path):
             torch.testing.assert_close(r["results"][step][1], center, rtol=1e-5, atol=1e-7)
             assert r["results"][step][2].keys() == grads.keys()
             for k, g in grads.items():
-                torch.testing.assert_close(r["results"][step][2][k], g, rtol=1e-4, atol=1e-6, msg=k)
+                # Rank-averaged gradients sum in another order than the full batch's, so a near-zero
+                # entry differs by rounding of the tensor's scale (CI once saw it on fc2.bias).
+                atol = 1e-6 + 1e-4 * g.abs().max().item()
+                torch.testing.assert_close(r["results"][step][2][k], g, rtol=1e-4, atol=atol, msg=k)
 
 
 # --- the trainer under torchrun ------------------------------------------------------------------
