@@ -1,129 +1,77 @@
 #!/usr/bin/env bash
-# GPU suite: the GPU tests, then every benchmark at GPU sizes, all results in ONE folder.
+# GPU suite: GPU tests, a training smoke, then the benchmarks at GPU sizes; results in ONE folder.
 #
-#   benchmarks/gpu_suite.sh                 # from anywhere; runs in the repository root
+#   benchmarks/prepare_gpu_suite.sh         # here, before the copy: data (DATA_ROOT) + COMMIT
+#   benchmarks/gpu_suite.sh                 # there, from anywhere; runs in the repository root
 #
-# Writes CSVs, PNGs and one log per part to $OUT if set, else benchmarks/results/gpu-<UTC date>,
-# then prints a summary: each part ok / FAILED (exit status) / TIMEOUT / skipped (why).
-# A failing part is reported and the rest still run; the exit status is 1 if any part failed.
-# Budget: under 10 minutes in all (SUITE_TOTAL_S, default 570 s); each part has its own limit
-# and never runs past what is left of the total.
+# $OUT (else benchmarks/results/gpu-<UTC date>) receives at most 5 files, under the 8 the GPU
+# machine sends back: summary.txt, results.tgz (logs, CSVs, run metrics, environment.txt: the
+# scratch folder, checkpoints left out) and up to 3 PNGs. The summary names every part: ok /
+# FAILED (exit status, or failed rows in its CSV) / TIMEOUT / skipped (why). A failing part is
+# reported and the rest still run; the exit status is 1 if any part failed.
 #
-# Environment: PYTHON (default python), DATA_ROOT (default ../shared/data; loader inputs: if
-# imagenet-sample/ is missing, 256 synthetic JPEGs are made in a temporary folder instead),
-# FASTSSL_SUITE_ALLOW_CPU=1 (run without a GPU: only to check the script itself).
-# Made for the GPU image: torch 2.11 + triton 3.6, no DALI, no DeepSpeed.
+# Parts, most important first (a part that would start with < 20 s of the budget left is
+# skipped): install check, GPU tests, training smoke, bench loss, bench backbone + step, loaders.
+# Budget: SUITE_TOTAL_S (default 540 s: 9 minutes, one command may run 10); each part has its
+# own `timeout`, never longer than what is left.
+#
+# Environment: PYTHON (default python3), DATA_ROOT (default benchmarks/suite-data, the carried
+# copy prepare_gpu_suite.sh makes: imagenet-sample/ and cifar10/train-0.npz, 45 MB; missing
+# images are replaced by 256 synthetic JPEGs, a missing CIFAR shard skips what needs it),
+# FASTSSL_COMMIT (commit stamp when the copy has no .git; else a COMMIT file at the root),
+# FASTSSL_SUITE_ALLOW_CPU=1 (no GPU: the same parts at toy sizes, to check the script itself).
+# Made for the GPU image: torch 2.11 + triton 3.6, no DALI, no DeepSpeed, no network.
 
 set -u
 cd "$(dirname "$0")/.." || exit 2
 START=$(date +%s)
-TOTAL_S=${SUITE_TOTAL_S:-570}
-PY=${PYTHON:-python}
+TOTAL_S=${SUITE_TOTAL_S:-540}
+PY=${PYTHON:-$(command -v python3 || command -v python)}
 DEST=${OUT:-benchmarks/results/gpu-$(date -u +%Y%m%d-%H%M)}
-DATA_ROOT=${DATA_ROOT:-../shared/data}
+DATA_ROOT=${DATA_ROOT:-benchmarks/suite-data}
 mkdir -p "$DEST" || exit 2
-SUMMARY=()
-FAILED=0
-
-note() { echo "[gpu_suite] $*" | tee -a "$DEST/suite.log"; }
-
-skip() {  # skip NAME WHY
-    SUMMARY+=("$(printf '%-16s skipped: %s' "$1" "$2")")
-    note "$1 skipped: $2"
-}
-
-part() {  # part NAME LIMIT_S CMD... : run CMD with a time limit, log it, record the outcome
-    local name=$1 limit=$2 left rc t0
-    shift 2
-    left=$((TOTAL_S - ($(date +%s) - START)))
-    if [ "$left" -lt 20 ]; then
-        skip "$name" "suite time budget (${TOTAL_S} s) spent"
-        return
-    fi
-    [ "$limit" -gt "$left" ] && limit=$left
-    note "=== $name (limit ${limit} s): $*"
-    t0=$(date +%s)
-    timeout --kill-after=15 "$limit" "$@" 2>&1 | tee "$DEST/$name.log"
-    rc=${PIPESTATUS[0]}
-    local took=$(($(date +%s) - t0))
-    if [ "$rc" -eq 0 ]; then
-        SUMMARY+=("$(printf '%-16s ok (%d s)' "$name" "$took")")
-    elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-        SUMMARY+=("$(printf '%-16s TIMEOUT after %d s (partial results kept)' "$name" "$took")")
-        FAILED=1
-    else
-        SUMMARY+=("$(printf '%-16s FAILED, exit status %d (%d s; see %s/%s.log)' "$name" "$rc" "$took" "$DEST" "$name")")
-        FAILED=1
-    fi
-}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_suite.XXXXXX") || exit 2
+export PYTHONUNBUFFERED=1  # logs of a part killed by its time limit keep their last lines
+# shellcheck source=benchmarks/suite_lib.sh
+source benchmarks/suite_lib.sh
+PLOTS=("$WORK/loss-bf16.png" "$WORK/train.png" "$WORK/backbone.png")
+trap 'pack_results "${PLOTS[@]}"; rm -rf "$WORK"' EXIT
+trap 'note "stopped by a signal"; exit 1' TERM INT
 
 has_module() { "$PY" -c "import $1" >/dev/null 2>&1; }
 
-# --- set-up --------------------------------------------------------------------------------
-if ! has_module fastssl; then
-    note "fastssl is not importable: pip install -e . --no-deps"
-    "$PY" -m pip install -q -e . --no-deps 2>&1 | tail -3 || true
-    has_module fastssl || { note "fastssl still not importable; giving up"; exit 2; }
-fi
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-    if [ "${FASTSSL_SUITE_ALLOW_CPU:-0}" != "1" ]; then
-        note "no CUDA GPU visible: run this on the GPU machine (FASTSSL_SUITE_ALLOW_CPU=1 to check the script on CPU)"
-        exit 2
-    fi
-    note "no CUDA GPU: FASTSSL_SUITE_ALLOW_CPU=1, running at toy sizes"
-    CPU_ONLY=1
-else
+# --- set-up: GPU or not, the package importable, the environment -------------------------------
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
     CPU_ONLY=0
+elif [ "${FASTSSL_SUITE_ALLOW_CPU:-0}" = "1" ]; then
+    CPU_ONLY=1
+    note "no CUDA GPU: FASTSSL_SUITE_ALLOW_CPU=1, running every part at toy sizes"
+else
+    note "no CUDA GPU visible: run this on the GPU machine (FASTSSL_SUITE_ALLOW_CPU=1 to check the script on CPU)"
+    trap - EXIT
+    rm -rf "$WORK"
+    exit 2
 fi
+
+# The copy is not installed there: `fastssl` imports from the root but `fastssl_kernels` (the
+# kernels/ folder, mapped by pyproject) does not (suite_lib.sh: ensure_importable).
+ensure_importable
 {
     nvidia-smi 2>/dev/null || echo "nvidia-smi: not available"
     "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
     "$PY" -m pip list 2>/dev/null | grep -iE '^(torch|triton|nvidia-dali|deepspeed|timm) ' || true
-    git rev-parse --short HEAD 2>/dev/null || echo "commit: unknown"
-} >"$DEST/environment.txt" 2>&1
-note "results go to $DEST"
-
+    "$PY" -c "from fastssl.bench.harness import source_commit; print('commit', source_commit())"
+} >"$WORK/environment.txt" 2>&1
+note "results go to $DEST (scratch $WORK)"
 FASTSSL=("$PY" -m fastssl)
+TORCHRUN=("$PY" -m torch.distributed.run --standalone --nproc_per_node=1)
 
-# --- 1. GPU tests ----------------------------------------------------------------------------
-if [ "$CPU_ONLY" = 1 ]; then
-    skip tests "no GPU (the CPU suite runs them)"
-else
-    part tests 120 env FASTSSL_TEST_GPU=1 "$PY" -m pytest -q -x -p no:cacheprovider tests/kernels tests/losses -m "not slow"
-fi
-
-# --- 2. loss providers -----------------------------------------------------------------------
-if [ "$CPU_ONLY" = 1 ]; then
-    part loss 60 "${FASTSSL[@]}" bench loss --sizes 64,128 --dims 8 --repeats 1 --verify-max-s 0 \
-        --csv "$DEST/loss.csv"
-else
-    # bf16 over 2N up to 1M; fp32 (3xTF32 in the kernel) up to 262k. The torch reference stops
-    # where its (2N)^2 logits are predicted to exceed the 40 GiB budget.
-    part loss-bf16 120 "${FASTSSL[@]}" bench loss --sizes 4096,16384,65536,262144,1048576 --dims 128 \
-        --dtype bf16 --mem-budget-mb 40960 --max-case-s 10 --verify-max-s 20 --csv "$DEST/loss.csv" \
-        --plot "$DEST/loss-bf16.png"
-    part loss-fp32 75 "${FASTSSL[@]}" bench loss --sizes 4096,16384,65536,262144 --dims 64,128 \
-        --dtype fp32 --mem-budget-mb 40960 --max-case-s 10 --verify-max-s 20 --csv "$DEST/loss.csv" \
-        --plot "$DEST/loss-fp32.png"
-fi
-
-# --- 3. backbones ----------------------------------------------------------------------------
-if [ "$CPU_ONLY" = 1 ]; then
-    part backbone 60 "${FASTSSL[@]}" bench backbone --models resnet-tiny --image-size 16 --batch 2 \
-        --repeats 1 --csv "$DEST/backbone.csv"
-else
-    part backbone 80 "${FASTSSL[@]}" bench backbone --models resnet18-cifar,resnet18,resnet50,vit_small,vit_base \
-        --batch 128 --amp bf16 --repeats 10 --csv "$DEST/backbone.csv"
-fi
-
-# --- 4. data loaders -------------------------------------------------------------------------
-if ! has_module nvidia.dali; then
-    skip loader-dali "DALI not installed: the dali and dali-cpu rows are missing"
-fi
+# Data: the carried copy, else synthetic JPEGs (the rates then say nothing about real photos).
 IMAGES="$DATA_ROOT/imagenet-sample"
 if [ ! -d "$IMAGES" ]; then
-    IMAGES=$(mktemp -d)
-    note "no $DATA_ROOT/imagenet-sample: loader runs on 256 synthetic 500x375 JPEGs in $IMAGES"
+    IMAGES="$WORK/synthetic-images"
+    mkdir -p "$IMAGES"
+    note "no $DATA_ROOT/imagenet-sample: 256 synthetic 500x375 JPEGs in $IMAGES instead"
     "$PY" - "$IMAGES" <<'EOF'
 import sys, numpy as np
 from PIL import Image
@@ -132,41 +80,82 @@ for i in range(256):
     Image.fromarray(rng.integers(0, 255, (375, 500, 3), dtype=np.uint8)).save(f"{sys.argv[1]}/img_{i:03d}.jpg", quality=90)
 EOF
 fi
+CIFAR="$DATA_ROOT/cifar10"
+[ -d "$CIFAR" ] || CIFAR=""
+
+# --- 1. GPU tests: kernels and losses only -------------------------------------------------------
+# 284 tests of tests/kernels + tests/losses minus the AOT compiles (test_aot_compile.py: ptxas
+# per variant, minutes) and the gloo tests (test_contrastive_distributed.py, 2 CPU processes).
+# Expected ~60-90 s on the H200: sub-millisecond GPU work per test, dominated by ~30 Triton JIT
+# compiles of 1-2 s each.
+TESTS=(tests/kernels tests/losses --ignore=tests/kernels/test_aot_compile.py
+       --ignore=tests/losses/test_contrastive_distributed.py -m "not slow and not distributed")
+if [ "$CPU_ONLY" = 1 ]; then  # the interpreter would take the whole budget: one small file
+    part tests 120 - "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_kernel_configs.py
+else
+    part tests 110 - env FASTSSL_TEST_GPU=1 "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+fi
+
+# --- 2. training smoke: `fastssl train` under torchrun, ddp then fsdp ------------------------------
+source benchmarks/suite_train.sh
+
+# --- 3. loss providers: Triton vs torch vs chunked -----------------------------------------------
+# bf16, d = 128: Triton fwd+bwd is 3 passes of 2 (2N)^2 d FLOPs: 8.4e14 at 2N = 1,048,576, ~2-3 s
+# at 300-400 TFLOP/s, ~20 s with fwd, repeats and the memory run; smaller sizes add ~10%. torch
+# stops where its (2N)^2 logits pass the 40 GiB budget (2N = 65,536 runs, 262,144 is skipped).
+# Chunked runs (2N / 2048)^2 / 2 tiles of 2048^2 from Python, ~70-100 us each (launch- and
+# memory-bound), three passes for fwd+bwd: ~2 s at 262,144 (8k tiles) but ~30 s at 1,048,576
+# (131k tiles), ~70 s with fwd and the memory run: past the part's limit, so it stops at 262,144.
+# fp32 (3xTF32) to 262,144, d = 128: 5.3e13 FLOPs, ~0.4 s a call. Expected ~60 s + ~30 s.
+if [ "$CPU_ONLY" = 1 ]; then
+    # One fresh process per case measures CPU memory (~8 s each here): two cases.
+    part loss 60 "$WORK/loss.csv" "${FASTSSL[@]}" bench loss --sizes 64 --dims 8 --repeats 1 \
+        --providers torch,chunked --verify-max-s 0 --csv "$WORK/loss.csv" \
+        --plot "$WORK/loss-bf16.png"
+else
+    part loss-bf16 110 "$WORK/loss.csv" "${FASTSSL[@]}" bench loss --sizes 4096,16384,65536,262144,1048576 \
+        --dims 128 --dtype bf16 --max-two-n chunked=262144 --mem-budget-mb 40960 --max-case-s 10 \
+        --verify-max-s 20 --csv "$WORK/loss.csv" --plot "$WORK/loss-bf16.png"
+    part loss-fp32 60 "$WORK/loss.csv" "${FASTSSL[@]}" bench loss --sizes 4096,16384,65536,262144 --dims 128 \
+        --dtype fp32 --mem-budget-mb 40960 --max-case-s 8 --verify-max-s 10 --csv "$WORK/loss.csv" \
+        --plot "$WORK/loss-fp32.png"
+fi
+
+# --- 4. backbone and training step, with MFU ------------------------------------------------------
+# Backbones at batch 128, bf16, fwd+bwd (FLOPs/image: resnet50 24.6 G, vit_base ~105 G at 224 px):
+# 128 x 105 G = 13.4 TFLOP a step, ~40 ms at 35% MFU; 10 repeats, FLOP count, memory run and
+# cuDNN autotuning: ~5 s a model, ~30 s for 5. Step: resnet50 at 224, batch 64, SimCLR (2 views,
+# 3.2 TFLOP a step), ddp and fsdp plus the backbone-alone baseline: ~15 s + ~15 s start-up.
+if [ "$CPU_ONLY" = 1 ]; then
+    part backbone 60 "$WORK/backbone.csv" "${FASTSSL[@]}" bench backbone --models resnet-tiny --image-size 16 \
+        --batch 2 --repeats 1 --csv "$WORK/backbone.csv"
+    part step 90 "$WORK/step.csv" "${TORCHRUN[@]}" -m fastssl bench step --strategy ddp,fsdp --model resnet-tiny \
+        --image-size 16 --batch 4 --warmup 2 --repeats 1 --csv "$WORK/step.csv"
+else
+    part backbone 60 "$WORK/backbone.csv" "${FASTSSL[@]}" bench backbone \
+        --models resnet18-cifar,resnet18,resnet50,vit_small,vit_base --batch 128 --amp bf16 --repeats 10 \
+        --csv "$WORK/backbone.csv"
+    part step 60 "$WORK/step.csv" "${TORCHRUN[@]}" -m fastssl bench step --strategy ddp,fsdp --model resnet50 \
+        --image-size 224 --batch 64 --warmup 3 --repeats 5 --csv "$WORK/step.csv"
+fi
+has_module deepspeed || skip step-zero "DeepSpeed not installed: no zero1/zero2/zero3 rows in bench step"
+
+# --- 5. data loaders -------------------------------------------------------------------------------
+# CPU-bound (JPEG decode on 16 cores): 40 batches of 128 at 224 px per backend, ~1,500 images/s
+# for torch: ~5 s a backend plus worker start-up; 32 px: 40 batches of 512 from one shard.
+has_module nvidia.dali || skip loader-dali "DALI not installed: no dali / dali-cpu rows"
 BACKENDS=torch,gpu-tensor,dali,dali-cpu
 if [ "$CPU_ONLY" = 1 ]; then
-    part loader 60 "${FASTSSL[@]}" bench loader --data "$IMAGES" --backend torch --image-size 32 --batch 8 \
-        --steps 2 --repeats 1 --csv "$DEST/loader.csv"
+    part loader 60 "$WORK/loader.csv" "${FASTSSL[@]}" bench loader --data "$IMAGES" --backend torch \
+        --image-size 32 --batch 8 --steps 2 --repeats 1 --workers 1 --limit 64 --csv "$WORK/loader.csv"
 else
-    part loader-224 60 "${FASTSSL[@]}" bench loader --data "$IMAGES" --backend "$BACKENDS" --image-size 224 \
-        --batch 128 --steps 10 --repeats 3 --csv "$DEST/loader.csv" --plot "$DEST/loader-224.png"
-    if [ -d "$DATA_ROOT/cifar10" ]; then
-        part loader-32 45 "${FASTSSL[@]}" bench loader --data "$DATA_ROOT/cifar10" --backend "$BACKENDS" \
-            --image-size 32 --batch 512 --limit 20000 --steps 10 --repeats 3 --csv "$DEST/loader.csv" \
-            --plot "$DEST/loader-32.png"
+    part loader-224 45 "$WORK/loader.csv" "${FASTSSL[@]}" bench loader --data "$IMAGES" --backend "$BACKENDS" \
+        --image-size 224 --batch 128 --steps 10 --repeats 3 --csv "$WORK/loader.csv" --plot "$WORK/loader-224.png"
+    if [ -n "$CIFAR" ]; then
+        part loader-32 30 "$WORK/loader.csv" "${FASTSSL[@]}" bench loader --data "$CIFAR" --backend "$BACKENDS" \
+            --image-size 32 --batch 512 --steps 10 --repeats 3 --csv "$WORK/loader.csv" --plot "$WORK/loader-32.png"
     else
-        skip loader-32 "no $DATA_ROOT/cifar10"
+        skip loader-32 "no $DATA_ROOT/cifar10 (benchmarks/prepare_gpu_suite.sh copies one shard)"
     fi
 fi
-
-# --- 5. training step per strategy (one process: each strategy on a 1-rank group) -------------
-STRATEGIES=ddp,fsdp
-if has_module deepspeed; then
-    STRATEGIES=$STRATEGIES,zero1,zero2,zero3
-else
-    skip step-zero "DeepSpeed not installed: no zero1/zero2/zero3 rows in bench step"
-fi
-if ! "${FASTSSL[@]}" bench step --help >/dev/null 2>&1; then
-    skip step "\`fastssl bench step\` does not exist in this checkout"
-elif [ "$CPU_ONLY" = 1 ]; then
-    skip step "no GPU (a CPU run of it belongs to the CPU README run)"
-else
-    part step 90 "${FASTSSL[@]}" bench step --strategy "$STRATEGIES" --model resnet50 --image-size 224 \
-        --batch 64 --csv "$DEST/step.csv"
-fi
-
-# --- summary ---------------------------------------------------------------------------------
-{
-    echo "gpu_suite summary ($(($(date +%s) - START)) s in all; results in $DEST):"
-    printf '  %s\n' "${SUMMARY[@]}"
-} | tee "$DEST/summary.txt"
-exit "$FAILED"
+exit "$FAILED"  # the EXIT trap writes summary.txt and results.tgz

@@ -7,8 +7,10 @@ One step is the backbone alone on synthetic images already on the device: forwar
 the pooled features, backward (gradients allocated inside the step, as in training); no
 optimiser, no projector, no data loading (`fastssl bench loader`). On CUDA ResNets run
 channels_last, as `fastssl.parallel` sets them up for training. Each row: step time (median,
-p10, p90), images/s, GFLOPs per image counted by torch.utils.flop_counter on one step, the
-achieved TFLOP/s, and peak memory above the model and inputs (fresh process per model on CPU).
+p10, p90), images/s, GFLOPs per image counted by torch.utils.flop_counter.FlopCounterMode on one
+step (matmuls and convolutions, forward and backward), the achieved TFLOP/s, the MFU (those FLOPs
+over the GPU's dense bf16 peak, `fastssl.bench.mfu`; empty on CPU), and peak memory above the
+model and inputs (fresh process per model on CPU). Each row reaches the CSV as it is measured.
 
 Image size: the first recipe (`fastssl recipes`) training that backbone decides, else 32 px for
 CIFAR-stem models and 224 px otherwise; `--image-size` overrides it for every model.
@@ -29,7 +31,8 @@ from fastssl.bench.harness import (
     measure_peak_memory_subprocess,
     set_threads,
 )
-from fastssl.bench.report import add_output_options, emit, log
+from fastssl.bench.mfu import device_peak_flops, mfu
+from fastssl.bench.report import RowSink, add_output_options, emit, log
 from fastssl.data.dtypes import output_dtype
 from fastssl.errors import FastSSLError
 
@@ -39,11 +42,11 @@ AMP = ("none", "bf16", "fp16")
 
 FIELDS = (
     "model", "image_size", "patch_size", "size_from", "batch", "amp", "status", "step_ms", "step_p10_ms",
-    "step_p90_ms", "images_per_s", "repeats", "cold", "gflops_per_image", "tflops", "peak_extra_mb",
+    "step_p90_ms", "images_per_s", "repeats", "cold", "gflops_per_image", "tflops", "mfu", "peak_extra_mb",
     "mem_method", "params_m", "load_1m", *Provenance.fields(),
 )  # fmt: skip
 COLUMNS = ("model", "image_size", "batch", "amp", "step_ms", "step_p10_ms", "step_p90_ms", "images_per_s",
-           "gflops_per_image", "tflops", "peak_extra_mb", "params_m", "size_from", "status")
+           "gflops_per_image", "tflops", "mfu", "peak_extra_mb", "params_m", "size_from", "status")
 
 
 def recipe_size(name: str) -> tuple[int, int, str]:
@@ -122,6 +125,7 @@ def _bench_model(args, device, name: str, prov_row: dict[str, Any]) -> dict[str,
         status="ok", step_ms=t.median_s * 1e3, step_p10_ms=t.p10_s * 1e3, step_p90_ms=t.p90_s * 1e3,
         images_per_s=args.batch / t.median_s, repeats=t.repeats, cold=t.cold,
         gflops_per_image=flops / args.batch / 1e9, tflops=flops / t.median_s / 1e12, params_m=step.params / 1e6,
+        mfu=mfu(flops, t.median_s, device_peak_flops(device)),
     )
     if mem is not None:
         row.update(peak_extra_mb=mem.extra_mb, mem_method=mem.method)
@@ -144,14 +148,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise FastSSLError("--batch must be >= 1")
     prov = Provenance.collect(device)
     log(args, f"# bench backbone: {prov.summary()}; batch {args.batch}, amp {args.amp}")
-    rows = []
+    rows, sink = [], RowSink(args.csv, FIELDS)
     for name in models:
         row = _bench_model(args, device, name, prov.as_row())
         rows.append(row)
+        sink.add(row)
         log(args, f"  {name:<16} {row['image_size']:>4}px  {row.get('images_per_s', float('nan')):9.1f} images/s  "
                   f"{row.get('peak_extra_mb', float('nan')):8.1f} MiB  {row['status']}")
     return emit(
-        "backbone", args, rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, notes=[],
+        "backbone", args, rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, notes=[], sink=sink,
         plot_spec=dict(x="model", y=["images_per_s", "tflops"], group=["model", "image_size"], kind="bar", logy=True,
                        title=f"backbone fwd+bwd, batch {args.batch}, {prov.device}"),
     )

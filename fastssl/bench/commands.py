@@ -11,11 +11,11 @@ import argparse
 import importlib
 from typing import Any
 
-BENCHMARKS = ("loss", "loader", "backbone", "step")
+BENCHMARKS = ("loss", "loader", "backbone", "step", "train")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("bench", help="benchmarks: loss, loader, backbone, ...",
+    p = subparsers.add_parser("bench", help="benchmarks: loss, loader, backbone, step, train",
                               description="Benchmarks; each appends rows to a CSV and plots a PNG beside it.")
     sub = p.add_subparsers(dest="bench_cmd", required=True)
     for name in BENCHMARKS:

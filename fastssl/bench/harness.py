@@ -113,14 +113,15 @@ def measure(
 
 
 def bench_device(requested: str = "auto") -> Any:
-    """--device auto | cpu | cuda as a torch.device."""
-    import torch
+    """--device auto | cpu | cuda as this process's torch.device: cuda:LOCAL_RANK on CUDA.
 
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise FastSSLError("--device cuda but no CUDA device is visible; use --device cpu")
-    return torch.device("cuda", torch.cuda.current_device())
+    `fastssl.distributed.local_device` decides, as for training: asking torch for its current
+    device would give cuda:0 on every rank under torchrun (nothing has called set_device yet),
+    and NCCL refuses two ranks on one GPU.
+    """
+    from fastssl.distributed import local_device
+
+    return local_device(requested, "--device")
 
 
 def set_threads(n: int | None) -> None:
@@ -242,11 +243,30 @@ def _dist_version(*prefixes: str) -> str:
     return ""
 
 
-def _commit() -> str:
-    """HEAD's short hash, with "+dirty" when tracked files differ from it (numbers from unstaged code)."""
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def copied_commit() -> str:
+    """The commit of a copy without .git (a GPU machine gets the working tree, not the repository):
+    $FASTSSL_COMMIT, else the first line of a COMMIT file at the repository root, else ""."""
+    env = os.environ.get("FASTSSL_COMMIT", "").strip()
+    if env:
+        return env
+    try:
+        with open(os.path.join(REPO_ROOT, "COMMIT")) as f:
+            return f.readline().strip()
+    except OSError:
+        return ""
+
+
+def source_commit() -> str:
+    """HEAD's short hash, with "+dirty" when tracked files differ from it (numbers from unstaged code);
+    without git, the copy's stamp (`copied_commit`)."""
     from fastssl.provenance import git_commit
 
     commit = git_commit()
+    if commit == "unknown":
+        return copied_commit() or commit
     try:
         out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                              text=True, timeout=10, cwd=os.path.dirname(os.path.abspath(__file__)))
@@ -295,7 +315,7 @@ class Provenance:
             cpu_model=_cpu_model(),
             cpu_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
             gpu_name=gpu,
-            commit=_commit(),
+            commit=source_commit(),
             date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
             torch=torch.__version__,
             triton=_dist_version("triton", "pytorch-triton"),

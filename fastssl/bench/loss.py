@@ -7,7 +7,8 @@ Per (provider, 2N, d, dtype) row: forward (no grad) and forward+backward time (m
 peak memory above the inputs during forward+backward (a fresh process per case on CPU, see
 `fastssl.bench.harness`), time and memory ratios to the torch reference at the same size, the
 matmul FLOPs the provider executes in forward+backward (`fastssl.losses.contrastive_flops`,
-recomputation included) and the TFLOP/s they imply.
+recomputation included), the TFLOP/s they imply and the MFU (`fastssl.bench.mfu`: those analytic
+FLOPs over the GPU's dense bf16 peak; empty on CPU). Rows reach the CSV as each is measured.
 
 Memory budget (--mem-budget-mb): sizes run in increasing order; once a provider has two measured
 sizes, its peak is predicted as a + b (2N)^p (p = 2 for the torch reference, which holds the
@@ -37,7 +38,8 @@ from fastssl.bench.harness import (
     measure_peak_memory_subprocess,
     set_threads,
 )
-from fastssl.bench.report import add_output_options, emit, log
+from fastssl.bench.mfu import device_peak_flops, mfu
+from fastssl.bench.report import RowSink, add_output_options, emit, log
 from fastssl.data.dtypes import output_dtype
 from fastssl.errors import FastSSLError
 
@@ -54,12 +56,12 @@ CPU_BUDGET_MB = 2048
 FIELDS = (
     "case", "provider", "two_n", "d", "dtype", "status",
     "fwd_ms", "fwd_p10_ms", "fwd_p90_ms", "fwd_bwd_ms", "fwd_bwd_p10_ms", "fwd_bwd_p90_ms", "repeats", "cold",
-    "peak_extra_mb", "predicted_peak_mb", "budget_mb", "mem_method", "flops_fwd_bwd", "tflops",
+    "peak_extra_mb", "predicted_peak_mb", "budget_mb", "mem_method", "flops_fwd_bwd", "tflops", "mfu",
     "time_ratio_vs_torch", "mem_ratio_vs_torch", "temperature", "load_1m", *Provenance.fields(),
 )  # fmt: skip
 COLUMNS = (
     "case", "provider", "two_n", "d", "dtype", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_p10_ms", "fwd_bwd_p90_ms",
-    "peak_extra_mb", "predicted_peak_mb", "tflops", "time_ratio_vs_torch", "mem_ratio_vs_torch", "status",
+    "peak_extra_mb", "predicted_peak_mb", "tflops", "mfu", "time_ratio_vs_torch", "mem_ratio_vs_torch", "status",
 )  # fmt: skip
 
 
@@ -185,7 +187,8 @@ def _measure_case(args, device, row: dict[str, Any], model: MemoryModel) -> None
     flops = nt_xent_flops(row["provider"], row["two_n"], row["d"])
     row.update(_timing_cols("fwd", fwd), **_timing_cols("fwd_bwd", fwd_bwd))
     row.update(repeats=fwd_bwd.repeats, cold=fwd_bwd.cold or fwd.cold, peak_extra_mb=mem.extra_mb,
-               mem_method=mem.method, flops_fwd_bwd=flops, tflops=flops / fwd_bwd.median_s / 1e12, status="ok")
+               mem_method=mem.method, flops_fwd_bwd=flops, tflops=flops / fwd_bwd.median_s / 1e12,
+               mfu=mfu(flops, fwd_bwd.median_s, device_peak_flops(device)), status="ok")
 
 
 def _budget_row(args, device, base: dict[str, Any], key: tuple, model: MemoryModel, rows: list) -> dict[str, Any]:
@@ -214,20 +217,60 @@ def _budget_row(args, device, base: dict[str, Any], key: tuple, model: MemoryMod
     fits = mem.extra_bytes <= budget
     row.update(peak_extra_mb=mem.extra_mb, mem_method=mem.method, fwd_bwd_ms=mem.run_s * 1e3, repeats=1, cold=True,
                flops_fwd_bwd=flops, tflops=flops / mem.run_s / 1e12,
+               mfu=mfu(flops, mem.run_s, device_peak_flops(device)),
                status="verified: fits" if fits else "verified: exceeds budget (prediction too low)")
     return row
 
 
-def _add_ratios(rows: list[dict[str, Any]]) -> None:
-    ref = {(r["two_n"], r["d"], r["dtype"]): r for r in rows
-           if r["case"] == "timed" and r["provider"] == "torch" and r.get("status") == "ok"}
-    for r in rows:
-        t = ref.get((r.get("two_n"), r["d"], r["dtype"]))
-        if r["case"] != "timed" or t is None or r.get("status") != "ok":
-            continue
-        r["time_ratio_vs_torch"] = r["fwd_bwd_ms"] / t["fwd_bwd_ms"]
-        if t["peak_extra_mb"] > 0:
-            r["mem_ratio_vs_torch"] = r["peak_extra_mb"] / t["peak_extra_mb"]
+def _add_ratios(row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Ratios of `row` to the torch row of its size, measured before it (torch runs first per size),
+    so the row is complete when it is written."""
+    if row["case"] != "timed" or row.get("status") != "ok":
+        return
+    t = next((r for r in rows + [row] if r["case"] == "timed" and r["provider"] == "torch" and r.get("status") == "ok"
+              and (r["two_n"], r["d"], r["dtype"]) == (row["two_n"], row["d"], row["dtype"])), None)
+    if t is None:
+        return
+    row["time_ratio_vs_torch"] = row["fwd_bwd_ms"] / t["fwd_bwd_ms"]
+    if t["peak_extra_mb"] > 0:
+        row["mem_ratio_vs_torch"] = row["peak_extra_mb"] / t["peak_extra_mb"]
+
+
+def _provider_caps(text: str, providers: list[str]) -> dict[str, int]:
+    """--max-two-n chunked=262144,...: the largest 2N to time per provider."""
+    caps = {}
+    for item in (t.strip() for t in (text or "").split(",") if t.strip()):
+        name, _, value = item.partition("=")
+        if name not in PROVIDERS or not value.isdigit():
+            raise FastSSLError(f"--max-two-n takes PROVIDER=2N pairs (providers {', '.join(PROVIDERS)}), got {item!r}")
+        caps[name] = int(value)
+    # torch first: every other provider's ratio needs the torch row of its size already measured.
+    providers.sort(key=lambda p: p != "torch")
+    return caps
+
+
+def _timed_row(args, device, row: dict[str, Any], model: MemoryModel, cap: int | None) -> None:
+    """Measure one timed case into `row`, or say why it was skipped or failed."""
+    import torch
+
+    predicted = model.predict((row["provider"], row["d"], row["dtype"]), row["two_n"])
+    if predicted is not None:
+        row["predicted_peak_mb"] = predicted / MIB
+    if cap is not None and row["two_n"] > cap:
+        row["status"] = f"skipped: 2N above --max-two-n {row['provider']}={cap}"
+        return
+    if predicted is not None and predicted > args.mem_budget_mb * MIB:
+        row["status"] = f"skipped: predicted {predicted / MIB:.0f} MiB > --mem-budget-mb"
+        return
+    try:
+        _measure_case(args, device, row, model)
+    except Exception as e:  # noqa: BLE001 -- record OOM and go on with other cases
+        if not (_is_oom(e) or isinstance(e, FastSSLError)):
+            raise
+        row["status"] = f"failed: {str(e).splitlines()[0][:120]}"
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -264,41 +307,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         why = _unavailable(p, device)
         notes.append(f"{p}: {why}") if why else providers.append(p)
     base = {"budget_mb": args.mem_budget_mb, "temperature": args.temperature, **prov.as_row()}
-    model, rows = MemoryModel(), []
+    caps = _provider_caps(args.max_two_n, providers)
+    model, rows, sink = MemoryModel(), [], RowSink(args.csv, FIELDS)
     for dtype in dtypes:
         for d in dims:
             for two_n in sizes:
                 for provider in providers:
                     row = {**base, "case": "timed", "provider": provider, "two_n": two_n, "d": d, "dtype": dtype,
                            "load_1m": load_average()}
-                    predicted = model.predict((provider, d, dtype), two_n)
-                    if predicted is not None:
-                        row["predicted_peak_mb"] = predicted / MIB
-                    if predicted is not None and predicted > args.mem_budget_mb * MIB:
-                        row["status"] = f"skipped: predicted {predicted / MIB:.0f} MiB > --mem-budget-mb"
-                    else:
-                        try:
-                            _measure_case(args, device, row, model)
-                        except Exception as e:  # noqa: BLE001 -- record OOM and go on with other cases
-                            if not (_is_oom(e) or isinstance(e, FastSSLError)):
-                                raise
-                            row["status"] = f"failed: {str(e).splitlines()[0][:120]}"
-                        finally:
-                            if device.type == "cuda":
-                                torch.cuda.empty_cache()
+                    _timed_row(args, device, row, model, caps.get(provider))
+                    _add_ratios(row, rows)
                     rows.append(row)
+                    sink.add(row)
                     log(args, f"  {provider:<8} 2N={two_n:<8} d={d:<4} {dtype}: "
                               f"fwd+bwd {row.get('fwd_bwd_ms', float('nan')):.4g} ms, "
                               f"peak {row.get('peak_extra_mb', float('nan')):.4g} MiB  {row.get('status')}")
-    _add_ratios(rows)
     for key in sorted(model.points):
         row = _budget_row(args, device, {**base, "load_1m": load_average()}, key, model, rows)
         rows.append(row)
+        sink.add(row)
         if fit := model.fit(key):
             notes.append(f"{key[0]} d={key[1]} {key[2]}: peak ~ {fit[0] / MIB:.1f} MiB + {fit[1]:.3g} B x (2N)^{fit[2]}; "
                          f"largest 2N in {args.mem_budget_mb:.0f} MiB: {row.get('two_n')} ({row['status']})")
     return emit(
-        "loss", args, rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, notes=notes,
+        "loss", args, rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, notes=notes, sink=sink,
         plot_rows=[r for r in rows if r["case"] == "timed"],
         plot_spec=dict(x="two_n", y=["fwd_bwd_ms", "peak_extra_mb"], group=["provider", "d", "dtype"],
                        logx=True, logy=True, title=f"NT-Xent fwd+bwd, {prov.device}"),
@@ -312,6 +344,8 @@ def register(sub: Any) -> None:
     p.add_argument("--dims", default="128", help="embedding dims d, comma-separated")
     p.add_argument("--dtype", default="fp32", help="fp32 | bf16 | fp16, comma-separated")
     p.add_argument("--providers", default=",".join(PROVIDERS), help="comma-separated subset of torch,chunked,triton")
+    p.add_argument("--max-two-n", default="", metavar="PROVIDER=2N,...",
+                   help="largest 2N timed per provider (e.g. chunked=262144: its time grows as (2N)^2)")
     p.add_argument("--temperature", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first")
     p.add_argument("--repeats", type=int, default=5, help="timed calls (fewer when --max-case-s runs out)")

@@ -69,6 +69,32 @@ class CsvWriter:
         return self.path
 
 
+class RowSink:
+    """Rows to the CSV one at a time, as each is measured (`--csv ''`: nowhere).
+
+    Each row is appended and the file closed at once, so a run stopped by a time limit (the GPU
+    suite's `timeout`) or a crash keeps every row measured before it; writing at exit would lose
+    them all. The header rule is CsvWriter's.
+    """
+
+    def __init__(self, path: str, fields: Sequence[str]):
+        self.writer = CsvWriter(path, fields) if path else None
+        self.count = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self.writer.append([row])
+            self.count += 1
+
+    @property
+    def path(self) -> str | None:
+        return self.writer.path if self.writer is not None and self.count else None
+
+    @property
+    def note(self) -> str:
+        return self.writer.note if self.writer is not None and self.count else ""
+
+
 def _key(row: dict[str, Any], group: str | Sequence[str]) -> str:
     cols = [group] if isinstance(group, str) else list(group)
     return " ".join(f"{row.get(c)}" if i == 0 else f"{c}={row.get(c)}" for i, c in enumerate(cols))
@@ -171,10 +197,16 @@ def emit(
     notes: list[str],
     plot_rows: list[dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
+    sink: RowSink | None = None,
 ) -> dict[str, Any]:
-    """Write the CSV and PNG (of `plot_rows`, default all), print the table or JSON; return the JSON object."""
+    """Write the CSV (unless `sink` already holds the rows) and PNG (of `plot_rows`, default all),
+    print the table or JSON; return the JSON object."""
     csv_path = plot_path = None
-    if args.csv and rows:
+    if sink is not None:
+        csv_path = sink.path
+        if sink.note:
+            notes.append(sink.note)
+    elif args.csv and rows:
         writer = CsvWriter(args.csv, fields)
         csv_path = writer.append(rows)
         if writer.note:
@@ -191,5 +223,5 @@ def emit(
         for n in notes:
             print(f"note: {n}")
         if csv_path:
-            print(f"appended {len(rows)} rows to {csv_path}" + (f"; plot {plot_path}" if plot_path else ""))
+            print(f"appended {sink.count if sink else len(rows)} rows to {csv_path}" + (f"; plot {plot_path}" if plot_path else ""))
     return result

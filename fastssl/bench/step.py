@@ -15,11 +15,19 @@ device (the method's view spec; no data loading: `fastssl bench loader`). Per ra
   size) and a ring-algorithm estimate of the bytes this rank sends (fastssl/parallel/comm_counter.py);
 - step time (median of `--repeats`), images/s of the global batch, the ratio to DDP's images/s
   (`vs_ddp`; DDP is measured first unless `--no-ddp-baseline`), and the same views through the
-  backbone alone, forward + backward on one device with no collectives (`backbone_images_per_s`);
-  `ssl_overhead` = backbone images/s / step images/s is what the method and the strategy add.
+  backbone alone, forward + backward on one device with no collectives (`backbone_images_per_s`),
+  in the step's precision (`train.precision`: bf16 autocast on CUDA) and memory format
+  (channels_last for CNNs on CUDA), so `ssl_overhead` = backbone images/s / step images/s is
+  what the method and the strategy add, not a difference of dtype or layout;
+- `flops_per_step`: this rank's FLOPs of one step, counted by torch.utils.flop_counter.FlopCounterMode
+  (matmuls and convolutions, forward and backward, the optimizer not counted) on the first
+  strategy and reused for the others (same model, same batch), and `mfu`, those FLOPs per step
+  time over the GPU's dense bf16 peak (`fastssl.bench.mfu`; empty on CPU).
 
 Strategies: ddp, fsdp, zero1, zero2, zero3 (DeepSpeed; `deepspeed` means `--zero-stage`).
-Works on one process too (each strategy on a 1-rank group). Rows go to one CSV, one per rank.
+Works on one process too (each strategy on a 1-rank group). Rows go to one CSV, one per rank;
+rank 0's rows are written as each strategy finishes, the other ranks' at the end. Each rank
+runs on cuda:LOCAL_RANK (`fastssl.distributed.local_device`).
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ import gc
 from typing import Any
 
 from fastssl.bench.harness import Provenance, bench_device, cuda_sync, load_average, measure, set_threads
-from fastssl.bench.report import add_output_options, emit, log
+from fastssl.bench.mfu import device_peak_flops, mfu
+from fastssl.bench.report import RowSink, add_output_options, emit, log
 from fastssl.errors import FastSSLError
 
 STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3", "deepspeed")
@@ -38,11 +47,11 @@ MIB = 2**20
 FIELDS = (
     "strategy", "zero_stage", "rank", "world_size", "method", "model", "image_size", "patch_size", "batch", "optim",
     "param_bytes", "grad_bytes", "optim_bytes", "state_mb", "state_vs_ddp", "comm_calls", "comm_payload_mb",
-    "comm_ring_mb", "comm_ops", "step_ms", "step_p10_ms", "step_p90_ms", "images_per_s", "vs_ddp", "backbone_images_per_s",
+    "comm_ring_mb", "comm_ops", "flops_per_step", "mfu", "step_ms", "step_p10_ms", "step_p90_ms", "images_per_s", "vs_ddp", "backbone_images_per_s",
     "ssl_overhead", "repeats", "status", "load_1m", *Provenance.fields(),
 )  # fmt: skip
 COLUMNS = ("strategy", "rank", "param_bytes", "grad_bytes", "optim_bytes", "state_mb", "state_vs_ddp", "comm_calls",
-           "comm_payload_mb", "comm_ring_mb", "step_ms", "images_per_s", "vs_ddp", "ssl_overhead")
+           "comm_payload_mb", "comm_ring_mb", "step_ms", "images_per_s", "mfu", "vs_ddp", "ssl_overhead")
 
 
 def _config(args: argparse.Namespace, world_size: int):
@@ -77,32 +86,67 @@ def _strategy(cfg, name: str, zero_stage: int):
     return cfg
 
 
+def step_format(cfg, device, is_vit: bool):
+    """(autocast dtype or None, memory format) of the trainer's step on `device`.
+
+    The engine autocasts to `train.precision` (bf16 on CUDA by default) and `fastssl.parallel`
+    makes CNNs channels_last on CUDA; the backbone-alone baseline must run the same way, or the
+    overhead ratio would measure dtype and layout instead of the method.
+    """
+    import torch
+
+    from fastssl.parallel.engines.base import precision_dtype
+
+    channels_last = device.type == "cuda" and cfg.train.channels_last and not is_vit
+    return precision_dtype(cfg, device), torch.channels_last if channels_last else torch.contiguous_format
+
+
 def _views(method, cfg, per_rank: int, device):
     import torch
 
     g = torch.Generator().manual_seed(0)
     spec = type(method).view_spec(cfg)
-    return [torch.randn(per_rank, 3, v.size, v.size, generator=g).to(device) for v in spec.views]
+    views = [torch.randn(per_rank, 3, v.size, v.size, generator=g).to(device) for v in spec.views]
+    if device.type == "cuda" and cfg.train.channels_last:  # as the trainer hands views to the step
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    return views
 
 
 def _backbone_baseline(cfg, views, args, device, world_size: int) -> float:
-    """Images/s of the global batch when each rank runs its views through the backbone alone."""
+    """Images/s of the global batch when each rank runs its views through the backbone alone,
+    in the step's precision and memory format (`step_format`)."""
     import torch
 
     from fastssl.models.backbone import build_backbone
 
     backbone = build_backbone(cfg.model.name, cfg.data.image_size, cfg.model.patch_size).to(device).train()
+    amp, fmt = step_format(cfg, device, backbone.is_vit)
+    backbone = backbone.to(memory_format=fmt)
+    views = [v.contiguous(memory_format=fmt) for v in views]
 
     def step():
         backbone.zero_grad(set_to_none=True)
-        loss = sum(backbone(v).float().square().mean() for v in views)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss = sum(backbone(v).float().square().mean() for v in views)
         loss.backward()
 
     t = measure(step, args.warmup, args.repeats, cuda_sync(device))
     return views[0].shape[0] * world_size / t.median_s
 
 
-def _bench(cfg, world, args, name: str) -> dict[str, Any]:
+def count_flops(fn) -> int | None:
+    """FLOPs of one `fn()` by FlopCounterMode; None where a strategy's internals defeat it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with FlopCounterMode(display=False) as fc:
+            fn()
+    except Exception:  # noqa: BLE001 -- MFU is optional; the step's own errors surface in the timed calls
+        return None
+    return fc.get_total_flops()
+
+
+def _bench(cfg, world, args, name: str, flops: dict[str, int | None]) -> dict[str, Any]:
     import torch
 
     from fastssl.methods import build_method
@@ -132,6 +176,8 @@ def _bench(cfg, world, args, name: str) -> dict[str, Any]:
             raise FastSSLError(f"the {name} step was skipped ({out.status} not finite); lower --optim or check --set")
 
     one()  # creates the optimizer state
+    if "step" not in flops:
+        flops["step"] = count_flops(one)
     mem: dict[str, int] = {}
     one(probe=lambda: mem.update(engine.memory_report()))
     with CommCounter(world.world_size) as comm:
@@ -143,12 +189,23 @@ def _bench(cfg, world, args, name: str) -> dict[str, Any]:
            "comm_payload_mb": comm.payload_bytes / MIB, "comm_ring_mb": comm.ring_bytes / MIB,
            "comm_ops": " ".join(f"{op}={n}" for op, n in sorted(comm.by_op.items())),
            "step_ms": t.median_s * 1e3, "step_p10_ms": t.p10_s * 1e3, "step_p90_ms": t.p90_s * 1e3,
-           "images_per_s": cfg.train.batch_size / t.median_s, "repeats": t.repeats, "status": "ok"}
+           "images_per_s": cfg.train.batch_size / t.median_s, "repeats": t.repeats, "status": "ok",
+           "flops_per_step": flops["step"], "mfu": mfu(flops["step"], t.median_s, device_peak_flops(world.device))}
     if not args.no_backbone_baseline:
         row["backbone_images_per_s"] = _backbone_baseline(cfg, views, args, world.device, world.world_size)
         row["ssl_overhead"] = row["backbone_images_per_s"] / row["images_per_s"]
     engine.close()
     return row
+
+
+def _complete(row: dict[str, Any], common: dict[str, Any], earlier: list[dict[str, Any]]) -> None:
+    """The run's common columns and the ratios to this rank's DDP row (measured first), so the row
+    is whole when it is written."""
+    row.update(common, load_1m=load_average())
+    ddp = next((r for r in earlier + [row] if r["strategy"] == "ddp"), None)
+    if ddp is not None:
+        row["vs_ddp"] = row["images_per_s"] / ddp["images_per_s"]
+        row["state_vs_ddp"] = row["state_mb"] / ddp["state_mb"]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,40 +221,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise FastSSLError(f"--strategy: unknown {', '.join(bad)}; choose from {', '.join(STRATEGIES)}")
     if not args.no_ddp_baseline and "ddp" not in names:
         names.insert(0, "ddp")
-    world = init_distributed("auto", str(device))
+    world = init_distributed("auto", device)
     try:
         cfg = _config(args, world.world_size)
         prov = Provenance.collect(device)
         if world.is_main:
             log(args, f"# bench step: {prov.summary()}; {cfg.method.name}/{cfg.model.name} at {cfg.data.image_size} px, "
                       f"global batch {cfg.train.batch_size} on {world.world_size} rank(s), optim {cfg.optim.name}")
-        rows = []
+        common = {**prov.as_row(), "method": cfg.method.name, "model": cfg.model.name, "image_size": cfg.data.image_size,
+                  "patch_size": cfg.model.patch_size, "batch": cfg.train.batch_size, "optim": cfg.optim.name}
+        rows, flops, sink = [], {}, RowSink(args.csv if world.is_main else "", FIELDS)
         for name in names:
-            row = _bench(_strategy(cfg, name, args.zero_stage), world, args, name)
+            row = _bench(_strategy(cfg, name, args.zero_stage), world, args, name, flops)
+            _complete(row, common, rows)
             rows.append(row)
+            sink.add(row)
             gc.collect()
             if world.is_main:
                 log(args, f"  {name:<6} rank 0: {row['state_mb']:8.1f} MiB state  {row['comm_payload_mb']:8.1f} MiB "
                           f"collectives/step  {row['images_per_s']:8.1f} images/s")
-        gathered = [rows]
+        all_rows = rows
         if dist.is_initialized() and dist.get_world_size() > 1:
             gathered = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, rows)
-        all_rows = [r for rank_rows in gathered for r in rank_rows]
-        common = {**prov.as_row(), "method": cfg.method.name, "model": cfg.model.name, "image_size": cfg.data.image_size,
-                  "patch_size": cfg.model.patch_size, "batch": cfg.train.batch_size, "optim": cfg.optim.name,
-                  "load_1m": load_average()}
-        ddp = {r["rank"]: r for r in all_rows if r["strategy"] == "ddp"}
-        for r in all_rows:
-            r.update(common)
-            if r["rank"] in ddp:
-                r["vs_ddp"] = r["images_per_s"] / ddp[r["rank"]]["images_per_s"]
-                r["state_vs_ddp"] = r["state_mb"] / ddp[r["rank"]]["state_mb"]
+            all_rows = [r for rank_rows in gathered for r in rank_rows]
+            for r in all_rows:
+                if r["rank"] != world.rank:
+                    sink.add(r)  # this rank's rows are in the CSV already
         all_rows.sort(key=lambda r: (names.index(r["strategy"]), r["rank"]))
         if not world.is_main:
             return {}
         return emit(
-            "step", args, all_rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, notes=[
+            "step", args, all_rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, sink=sink, notes=[
                 "bytes: what each rank holds (local shards); grads between backward and optimizer step; "
                 "comm: one step's collectives (payload = full buffer per call)"],
             plot_spec=dict(x="strategy", y=["images_per_s", "state_mb"], group=["strategy", "rank"], kind="bar",
