@@ -25,6 +25,9 @@ A method is a single-device `nn.Module` (no DDP/FSDP/DeepSpeed inside) with:
   at wrap time: DeepSpeed ZeRO, whose gradients live in its own flat partitions where
   `after_backward` cannot reach them, puts those in optimizer groups of their own, zeroes their
   gradients as backward produces them and keeps its optimizer off those groups while frozen;
+- `fp32_state()`: tensors (buffers) accumulated over many steps that must stay fp32 whatever the
+  compute precision, as EMA targets do: DINO's centre, MoCo's queue. Engines keep them fp32 and
+  check it after wrapping (a bf16 EMA rounds away increments under 2^-9 of the value);
 - `commit_step(step, max_steps)`: state that only a *successful* step may change (MoCo's queue,
   DINO's centre), computed in forward and applied here, so a skipped non-finite step leaves it
   untouched and the guard never copies it;
@@ -103,8 +106,16 @@ class SSLMethod(nn.Module):
     def freezable_params(self) -> list[nn.Parameter]:
         return self.frozen_params(0, 0)
 
+    def fixed_lr_params(self) -> list[nn.Parameter]:
+        """Parameters that keep the peak lr instead of following the schedule (SimSiam's
+        predictor, --fix-pred-lr): `fastssl.train.optim` puts them in groups of their own."""
+        return []
+
     def on_epoch_start(self, epoch: int, images: "Callable[[], Iterable[torch.Tensor]]") -> None:
         pass
+
+    def fp32_state(self) -> list[torch.Tensor]:
+        return []
 
     @torch.no_grad()
     def commit_step(self, step: int, max_steps: int) -> None:

@@ -95,6 +95,9 @@ class DINO(SSLMethod):
                                f"set --aug.local_size to a multiple of {p}")
         return views_from_aug(cfg.aug, cfg.data.image_size, num_global=2)
 
+    def fp32_state(self) -> list[torch.Tensor]:
+        return [self.center]
+
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.teacher_backbone), (self.head, self.teacher_head)]
 

@@ -78,6 +78,9 @@ class MoCoV2(SSLMethod):
                                f"{world}; set --method.shuffle_bn_groups to a multiple of {world}")
         return cfg.shuffle_bn_groups // world
 
+    def fp32_state(self) -> list[torch.Tensor]:
+        return [self.queue]
+
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.key_backbone), (self.projector, self.key_projector)]
 

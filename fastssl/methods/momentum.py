@@ -32,13 +32,8 @@ def local_tensor(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-@torch.no_grad()
-def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """target = m * target + (1 - m) * online for parameters, shard by shard; buffers are copied.
-
-    Buffers (BatchNorm running statistics) are copied rather than averaged, as BYOL and MoCo's
-    reference implementations do (the target's BN runs in train mode on its own batch anyway).
-    """
+def ema_sources(target: nn.Module, online: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(target, online) tensors this rank holds, shard i of the target against shard i of the online."""
     t_params = [local_tensor(p) for p in target.parameters()]
     o_params = [local_tensor(p).detach() for p in online.parameters()]
     if len(t_params) != len(o_params):
@@ -47,8 +42,32 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
         if t.shape != o.shape:
             raise RuntimeError(f"EMA target shard {tuple(t.shape)} differs from online shard {tuple(o.shape)}; "
                                "the target must be sharded exactly like its online module")
-    if t_params:
-        torch._foreach_mul_(t_params, momentum)
-        torch._foreach_add_(t_params, o_params, alpha=1 - momentum)
+    return t_params, o_params
+
+
+@torch.no_grad()
+def ema_update_(target: nn.Module, online: nn.Module, momentum: float,
+                master: list[torch.Tensor] | None = None) -> None:
+    """target = m * target + (1 - m) * online for parameters, shard by shard; buffers are copied.
+
+    The average accumulates in fp32: in the target's own tensors, or, when the target computes in
+    bf16 (DeepSpeed's bf16 mode casts every parameter), in `master` (fp32 copies of its local
+    tensors), which is then rounded into the target. A bf16 accumulator would round away every
+    increment (1 - m)(online - target) below half a bf16 unit (2^-9 relative): at m = 0.999 most of
+    each step. Buffers (BatchNorm running statistics) are copied rather than averaged, as BYOL and
+    MoCo's reference implementations do (the target's BN runs in train mode on its own batch anyway).
+    """
+    t_params, o_params = ema_sources(target, online)
+    acc = t_params if master is None else master
+    if any(a.dtype != torch.float32 for a in acc):
+        raise RuntimeError(f"EMA accumulators must be fp32, got {sorted({str(a.dtype) for a in acc})}; keep an "
+                           "fp32 master of a target whose parameters are bf16 (Engine.ema_state)")
+    if acc:
+        if any(o.dtype != a.dtype for o, a in zip(o_params, acc)):
+            o_params = [o.to(a.dtype) for o, a in zip(o_params, acc)]
+        torch._foreach_mul_(acc, momentum)
+        torch._foreach_add_(acc, o_params, alpha=1 - momentum)
+        if master is not None:
+            torch._foreach_copy_(t_params, master)
     for tb, ob in zip(target.buffers(), online.buffers()):
         local_tensor(tb).copy_(local_tensor(ob))

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastssl.distributed import all_gather_no_grad, all_reduce_mean, get_rank, get_world_size
+from fastssl.models.batchnorm import like_stats, mixed_batch_norm
 
 
 @torch.no_grad()
@@ -72,7 +73,7 @@ class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
         # MoCo's own batches always split (its config checks the batch); any other batch, e.g.
         # fine-tuning the pretrained backbone on a few labels, is normalised as plain BN would.
         if not self.training or s == 1 or n % s:
-            return super().forward(x)
+            return mixed_batch_norm(self, x)
         c, rest = x.shape[1], x.shape[2:]
         # Group g's samples become channels g*C .. (g+1)*C of a batch of n / s, so one fused
         # batch_norm call normalises every group with its own statistics.
@@ -80,8 +81,9 @@ class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
         mean = var = None
         if self.track_running_stats:
             mean, var = self.running_mean.repeat(s), self.running_var.repeat(s)  # [s*C]
-        w = None if self.weight is None else self.weight.repeat(s)
-        b = None if self.bias is None else self.bias.repeat(s)
+        # bf16 parameters (DeepSpeed's bf16, FSDP2's policy) in the fp32 statistics' dtype, as F.batch_norm needs.
+        w = None if self.weight is None else like_stats(self, self.weight).repeat(s)
+        b = None if self.bias is None else like_stats(self, self.bias).repeat(s)
         momentum = self.momentum if self.momentum is not None else 0.0
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)

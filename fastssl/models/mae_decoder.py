@@ -62,7 +62,9 @@ class MAEDecoder(nn.Module):
         mask_tokens = self.mask_token.expand(n, L + 1 - x.shape[1], d)  # [N, L - keep, D]
         x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)  # [N, L, D] in shuffled order, no class token
         x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, d))  # unshuffle: image order
-        x = torch.cat([x[:, :1], x_], dim=1) + self.pos_embed  # [N, 1 + L, D]
+        # In x's dtype: a fp32 buffer would promote bf16 activations (DeepSpeed's bf16 weights) to
+        # fp32, which the bf16 LayerNorm of the next block refuses.
+        x = torch.cat([x[:, :1], x_], dim=1) + self.pos_embed.to(x.dtype)  # [N, 1 + L, D]
         for blk in self.blocks:
             x = blk(x)
         x = self.pred(self.norm(x))  # [N, 1 + L, p*p*3]

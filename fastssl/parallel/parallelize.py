@@ -6,7 +6,9 @@ data parallelism):
 1. `apply_memory_format`: channels_last for convolutional backbones (not ViTs) on CUDA;
 2. `apply_sync_bn`: BatchNorm -> synchronised BatchNorm (sync_batchnorm.py) when world_size > 1,
    so the statistics (and the loss) equal those of one process on the global batch, as SimCLR
-   and BYOL assume;
+   and BYOL assume; with `bf16_params` (an engine that casts parameters but not buffers to bf16:
+   DeepSpeed's bf16, FSDP2's policy) every other BatchNorm becomes a `MixedBatchNorm`, whose bf16
+   weights work with its fp32 running statistics;
 3. `apply_activation_checkpointing` (`--train.activation_checkpointing=true`): each trainable
    shard unit (ViT block, ResNet stage) recomputes its activations in backward. The composable
    `checkpoint` keeps parameter names unchanged, so checkpoints do not depend on it;
@@ -27,7 +29,7 @@ from torch import nn
 from fastssl.config import Config
 from fastssl.distributed import World
 from fastssl.methods.base import SSLMethod
-from fastssl.parallel.sync_batchnorm import convert_sync_batchnorm
+from fastssl.parallel.sync_batchnorm import convert_mixed_batchnorm, convert_sync_batchnorm
 
 # `--dist.strategy` values, one engine each (fastssl/parallel/engines/).
 STRATEGIES = ("ddp", "fsdp", "deepspeed")
@@ -68,11 +70,14 @@ def apply_compile(method: SSLMethod, per_unit: bool) -> SSLMethod:
     return method
 
 
-def prepare(method: SSLMethod, cfg: Config, world: World, compile_per_unit: bool) -> SSLMethod:
+def prepare(method: SSLMethod, cfg: Config, world: World, compile_per_unit: bool,
+            bf16_params: bool = False) -> SSLMethod:
     """Steps 1-4 above; returns the method to shard or replicate (SyncBN may replace modules)."""
     if cfg.train.channels_last:
         method = apply_memory_format(method, world)
     method = apply_sync_bn(method, world)
+    if bf16_params:
+        method = convert_mixed_batchnorm(method)
     if cfg.train.activation_checkpointing:
         method = apply_activation_checkpointing(method)
     if cfg.train.compile:

@@ -5,6 +5,9 @@ global batch, and our CPU/gloo tests check that 2 ranks equal 1 process on the s
 This version all-reduces per-channel sums and sums of squares through the differentiable
 `torch.distributed.nn.functional.all_reduce`, so gradients see the global statistics too.
 On CUDA `convert_sync_batchnorm` uses torch's fused implementation instead.
+
+Under a bf16 mode that casts parameters but not buffers, `convert_mixed_batchnorm` turns every
+other BatchNorm into fastssl.models.batchnorm.MixedBatchNorm.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.nn.functional import all_reduce
+
+from fastssl.models.batchnorm import MixedBatchNorm, mixed_batch_norm
 
 
 class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -24,7 +29,7 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
+            return mixed_batch_norm(self, x)
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
         xf = x.float()
@@ -55,10 +60,18 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
     return _convert(module)
 
 
-def _convert(module: nn.Module) -> nn.Module:
+def convert_mixed_batchnorm(module: nn.Module) -> nn.Module:
+    """Every plain BatchNorm (AllReduce- and SplitBatchNorm handle bf16 themselves) -> MixedBatchNorm."""
+    from fastssl.methods.shuffle_bn import SplitBatchNorm
+
+    return _convert(module, MixedBatchNorm, (AllReduceBatchNorm, MixedBatchNorm, SplitBatchNorm))
+
+
+def _convert(module: nn.Module, cls: type = AllReduceBatchNorm,
+             keep: tuple[type, ...] = (AllReduceBatchNorm,)) -> nn.Module:
     out = module
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, AllReduceBatchNorm):
-        out = AllReduceBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, keep):
+        out = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         if module.affine:
             with torch.no_grad():
                 out.weight = module.weight
@@ -68,5 +81,5 @@ def _convert(module: nn.Module) -> nn.Module:
             out.running_var = module.running_var
             out.num_batches_tracked = module.num_batches_tracked
     for name, child in module.named_children():
-        out.add_module(name, _convert(child))
+        out.add_module(name, _convert(child, cls, keep))
     return out

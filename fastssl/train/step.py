@@ -4,6 +4,10 @@
     -> backward -> method.after_backward -> engine.step (clip on the global norm, skip if not
     finite, optimizer step) -> EMA targets -> method.commit_step
 
+`engine.forward` casts the views to what the engine computes with (`Engine.prepare_inputs`: bf16
+for DeepSpeed's bf16 weights; FSDP2's policy and DDP's autocast cast inside the model), so the
+caller hands it the loader's fp32 views on the device.
+
 A step skipped for a non-finite loss or gradient restores the BatchNorm statistics and never
 reaches the EMA update or `commit_step`, so it leaves no trace but the consumed batch. A stop
 request (SIGTERM) is OR-ed across ranks in the same all-reduce as the loss check, and also undoes

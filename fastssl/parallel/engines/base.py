@@ -12,7 +12,13 @@ strategy (DDP, FSDP2, DeepSpeed ZeRO):
 - state: `model_state` / `optimizer_state` in one layout for every strategy (parameter names of
   the single-device method, full logical shapes: DTensor shards under FSDP2, full tensors
   otherwise) and `load_optimizer_state`, so a checkpoint loads under any strategy;
-- `eval_forward`: the backbone's features, called by every rank together (under sharding a
+- precision (`train.precision`): `auto` is bf16 on CUDA and fp32 on CPU; an explicit `bf16` takes
+  the engine's CUDA bf16 path on any device, so a CPU run tests it: DDP autocast, FSDP2's
+  `MixedPrecisionPolicy(param bf16, reduce fp32)`, DeepSpeed's bf16 mode (bf16 weights, fp32 master
+  weights; `prepare_inputs` casts the images to bf16). `describe()` names the mode. Whatever the
+  mode, EMA targets (`ema_state`), DINO's centre and MoCo's queue (`method.fp32_state()`) stay
+  fp32, checked after wrapping (`check_fp32_state`);
+- `eval_forward`: the backbone's features (fp32), called by every rank together (under sharding a
   forward needs every rank's shards);
 - `replicated_state`: tensors every rank must hold identically (the replica check);
 - `memory_report`: bytes of parameters, gradients and optimizer state this rank holds.
@@ -49,7 +55,8 @@ class StepReport:
 
 
 def precision_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """bf16 or None (fp32) from `train.precision`."""
+    """bf16 or None (fp32) from `train.precision`: `auto` is bf16 on CUDA only; an explicit `bf16`
+    is bf16 on any device, and every engine then takes its CUDA path on CPU too (so CPU runs test it)."""
     p = cfg.train.precision
     if p == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
@@ -125,7 +132,15 @@ class Engine(ABC):
         self.method: SSLMethod  # the single-device module (BatchNorm converted): names in checkpoints
         self.model: nn.Module  # what the step calls
         self.optimizer: torch.optim.Optimizer
-        self.amp_dtype = precision_dtype(cfg, world.device)
+        # bf16 or None; `amp_dtype` is what `autocast` uses: engines with a bf16 mode of their own
+        # (FSDP2's policy, DeepSpeed's bf16) set it to None. `input_dtype`: what `prepare_inputs`
+        # casts the images to (DeepSpeed's bf16 weights take no fp32 input).
+        self.compute_dtype = precision_dtype(cfg, world.device)
+        self.amp_dtype = self.compute_dtype
+        self.input_dtype: torch.dtype | None = None
+        # fp32 copies of each target's local tensors, one list per `momentum_pairs()` entry, for an
+        # engine whose target parameters are bf16 (DeepSpeed's bf16 mode); empty: they are fp32.
+        self.ema_masters: list[list[torch.Tensor]] = []
         self.max_norm = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else math.inf
 
     # --- wrapping ------------------------------------------------------------------------------
@@ -135,7 +150,11 @@ class Engine(ABC):
 
     def describe(self) -> str:
         """One line printed at the start of a run."""
-        return f"strategy {self.name} on {self.world.world_size} process(es)"
+        return f"strategy {self.name} on {self.world.world_size} process(es), {self.precision_mode()}"
+
+    def precision_mode(self) -> str:
+        """How this engine computes, for the start line: `ddp autocast bf16`, `ddp fp32`, ..."""
+        return f"{self.name} autocast bf16" if self.amp_dtype is not None else f"{self.name} fp32"
 
     # --- the step ------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -143,7 +162,14 @@ class Engine(ABC):
             return contextlib.nullcontext()
         return torch.autocast(self.world.device.type, dtype=self.amp_dtype)
 
+    def prepare_inputs(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The images in the dtype the wrapped model takes (`input_dtype`; unchanged when None)."""
+        if self.input_dtype is None:
+            return images
+        return [x.to(self.input_dtype) if x.is_floating_point() else x for x in images]
+
     def forward(self, views: list[torch.Tensor], step: int, max_steps: int) -> dict[str, torch.Tensor]:
+        views = self.prepare_inputs(views)
         with self.autocast():
             return self.model(views, step=step, max_steps=max_steps)
 
@@ -175,8 +201,22 @@ class Engine(ABC):
         if not pairs:
             return
         m = self.method.momentum_at(step, max_steps)
-        for online, target in pairs:
-            ema_update_(target, online, m)
+        masters = self.ema_masters or [None] * len(pairs)
+        for (online, target), master in zip(pairs, masters):
+            ema_update_(target, online, m, master)
+
+    def ema_state(self) -> list[torch.Tensor]:
+        """The tensors the EMA accumulates in (each target's local shards, or their fp32 masters)."""
+        if self.ema_masters:
+            return [t for m in self.ema_masters for t in m]
+        return [local_tensor(p) for _, target in self.method.momentum_pairs() for p in target.parameters()]
+
+    def check_fp32_state(self) -> None:
+        """State accumulated over many steps (EMA targets, DINO's centre, MoCo's queue) must be fp32:
+        in bf16 an update smaller than half a unit of the value (2^-9 of it) is rounded away."""
+        bad = sorted({str(t.dtype) for t in [*self.ema_state(), *self.method.fp32_state()]} - {"torch.float32"})
+        if bad:
+            raise RuntimeError(f"{self.name}: EMA targets, centres and queues must stay fp32, found {bad}")
 
     def check_ema_alignment(self) -> None:
         """Each EMA target must be sharded exactly like its online module (same local shapes)."""

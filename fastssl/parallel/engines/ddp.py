@@ -24,6 +24,7 @@ class DDPEngine(Engine):
             # Buffers are not broadcast: synchronised BatchNorm keeps them equal. Gradients live in
             # DDP's buckets (no second copy).
             self.model = DDP(method, device_ids=device_ids, broadcast_buffers=False, gradient_as_bucket_view=True)
+        self.check_fp32_state()
         self.optimizer = make_optimizer(method)
 
     def backward(self, loss: torch.Tensor) -> None:

@@ -6,7 +6,16 @@ target exactly like its online module: each parameter is split into equal flat p
 generated config, printed at the start of a run. The lr comes from fastssl's schedule every
 step; DeepSpeed's engine owns backward, gradient averaging, clipping (`gradient_clipping`, on the
 global norm over partitions) and the optimizer step, which it skips when that norm is not finite
-(the check is agreed across ranks inside DeepSpeed). bf16 only on CUDA; fp32 elsewhere.
+(the check is agreed across ranks inside DeepSpeed).
+
+bf16 (`--train.precision=bf16`, or `auto` on CUDA) is DeepSpeed's bf16 mode on any device, so a
+CPU run tests the CUDA path: DeepSpeed casts every parameter to bf16 (buffers stay fp32) and keeps
+fp32 master weights for the trainable ones in the optimizer; the engine casts the images to bf16
+(`input_dtype`). Gradients are reduced in bf16 (DeepSpeed's default for a bf16 model). Three
+things DeepSpeed would lose are kept in fp32 here (`_keep_fp32`): the master weights start from the
+fp32 weights (not their bf16 rounding), each EMA target accumulates in an fp32 master of its local
+tensors (`ema_masters`), and the method's `fp32_state()` (DINO's centre, MoCo's queue) stays fp32.
+Checkpoints hold the fp32 masters, so they are the same layout and precision as any strategy's.
 
 Checkpoints use the layout of every other strategy (fastssl/checkpoint/dcp_io.py): full-shape
 parameters and per-parameter optimizer state by the method's names, assembled with DeepSpeed's
@@ -70,7 +79,7 @@ def deepspeed_config(cfg: Config, world: World, amp_dtype: torch.dtype | None) -
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
-    if world.device.type == "cuda" and amp_dtype == torch.bfloat16:
+    if amp_dtype == torch.bfloat16:
         ds["bf16"] = {"enabled": True, "check_grad_overflow": True}
     return ds
 
@@ -93,18 +102,23 @@ class DeepSpeedEngine(Engine):
                            ("WORLD_SIZE", self.world.world_size)):
             os.environ.setdefault(key, str(value))
         self.deepspeed.init_distributed(dist_backend="nccl" if self.world.device.type == "cuda" else "gloo")
-        method = prepare(method, self.cfg, self.world, compile_per_unit=True)
         self.ds_config = deepspeed_config(self.cfg, self.world, self.amp_dtype)
-        if "bf16" in self.ds_config:
+        method = prepare(method, self.cfg, self.world, compile_per_unit=True, bf16_params=self.bf16)
+        if self.bf16:
             self.amp_dtype = None  # DeepSpeed runs the model in bf16 itself
         if self.stage == 3:
             self._register_direct_parameters(method)
+        # DeepSpeed's bf16 cast drops the fp32 values; the masters are rebuilt from these.
+        fp32_weights = [p.detach().clone() for p in method.parameters()] if self.bf16 else None
         torch_optimizer = make_optimizer(method)
         self.freeze = ZeroFreeze.for_method(method, torch_optimizer)
         engine, optimizer, _, _ = self.deepspeed.initialize(model=method, optimizer=torch_optimizer,
                                                             config=self.ds_config)
         self.method, self.model, self.optimizer = method, engine, optimizer
         self.check_ema_alignment()
+        if fp32_weights is not None:
+            self._keep_fp32(fp32_weights)
+        self.check_fp32_state()
         if self.stage == 3:
             self._share_fp32_master()
         self._init_state()
@@ -128,8 +142,46 @@ class DeepSpeedEngine(Engine):
                 register_external_parameter(method, p)
 
     def describe(self) -> str:
-        return (f"strategy deepspeed (ZeRO-{self.stage}) on {self.world.world_size} process(es); "
+        return (f"strategy {self.precision_mode()} on {self.world.world_size} process(es); "
                 f"DeepSpeed config: {json.dumps(self.ds_config, sort_keys=True)}")
+
+    @property
+    def bf16(self) -> bool:
+        return "bf16" in self.ds_config
+
+    def precision_mode(self) -> str:
+        mode = "bf16 (fp32 master weights)" if self.bf16 else "fp32"
+        return f"deepspeed ZeRO-{self.stage} {mode}"
+
+    def _keep_fp32(self, fp32_weights: list[torch.Tensor]) -> None:
+        """Under DeepSpeed's bf16 mode: fp32 masters from the fp32 weights, fp32 EMA and fp32_state().
+
+        DeepSpeed builds its fp32 masters from the parameters it has just cast to bf16; they are
+        reset from the fp32 weights (a resumed run then continues from the saved fp32 values).
+        """
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        self.input_dtype = torch.bfloat16
+        full = dict(zip(self.method.parameters(), fp32_weights))
+        for p, w in full.items():
+            if p.requires_grad:
+                safe_set_full_fp32_param(p, w.to(self.world.device))
+        self.ema_masters = [[self._local_part(p, full[p]) for p in target.parameters()]
+                            for _, target in self.method.momentum_pairs()]
+        for t in self.method.fp32_state():  # DeepSpeed 0.19 leaves buffers alone; older ones cast them
+            t.data = t.data.float()
+
+    def _local_part(self, p: nn.Parameter, full: torch.Tensor) -> torch.Tensor:
+        """This rank's part of `full` (p's fp32 value), laid out as `local_tensor(p)`: the whole
+        tensor, or under ZeRO-3 its flat partition (zero-padded at the end)."""
+        if self.stage < 3:
+            return full.float().clone()
+        part = torch.zeros(p.ds_tensor.numel(), dtype=torch.float32, device=p.ds_tensor.device)
+        flat = full.reshape(-1)
+        start = self.world.rank * part.numel()
+        n = max(0, min(part.numel(), flat.numel() - start))
+        part[:n] = flat[start:start + n]
+        return part.view_as(p.ds_tensor)
 
     def forward(self, views: list[torch.Tensor], step: int, max_steps: int) -> dict[str, torch.Tensor]:
         if self.freeze is not None:  # before backward: ZeRO reduces gradients as backward makes them
@@ -161,15 +213,36 @@ class DeepSpeedEngine(Engine):
         return i % self.world.world_size == self.world.rank
 
     def model_state(self) -> dict[str, torch.Tensor]:
+        """fp32 under bf16 too: trainable parameters from DeepSpeed's fp32 masters, EMA targets
+        from `ema_masters` (each a collective: every rank calls it for every parameter)."""
         state = self.method.state_dict()
-        if self.stage < 3:
-            return state  # module parameters are whole on every rank
+        if self.stage < 3 and not self.bf16:
+            return state  # fp32: module parameters are whole on every rank
         out = {k: v for k, v in state.items() if k not in dict(self.method.named_parameters())}
+        masters = {id(p): m for (_, target), ms in zip(self.method.momentum_pairs(), self.ema_masters)
+                   for p, m in zip(target.parameters(), ms)}
         for i, name, p in self._my_share():
-            with self.deepspeed.zero.GatheredParameters([p], modifier_rank=None):
-                if self._keeps(i):
-                    out[name] = p.data.detach().clone()
+            full = self._full_fp32(p, masters.get(id(p)))
+            if self.stage < 3 or self._keeps(i):
+                out[name] = full
         return out
+
+    def _full_fp32(self, p: nn.Parameter, master: torch.Tensor | None) -> torch.Tensor:
+        """p's full value, from its fp32 master where one exists (collective under ZeRO-3 and bf16)."""
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        if master is not None and self.stage < 3:
+            return master.detach().clone()
+        if master is not None:  # ZeRO-3 EMA target: gather the fp32 partitions
+            parts = [torch.empty_like(master) for _ in range(self.world.world_size)]
+            torch.distributed.all_gather(parts, master.contiguous())
+            return torch.cat(parts)[: p.ds_numel].view(p.ds_shape).clone()
+        if self.bf16 and p.requires_grad:
+            return safe_get_full_fp32_param(p).detach().clone()
+        if self.stage < 3:
+            return p.detach().float().clone()  # frozen (MAE's fixed position embedding): its bf16 value
+        with self.deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+            return p.data.detach().float().clone()
 
     def _state_keys(self) -> tuple[list[str], list[str]]:
         """(per-element keys such as exp_avg, 0-d keys such as AdamW's step) of the inner optimizer."""
@@ -277,11 +350,12 @@ class DeepSpeedEngine(Engine):
     # --- evaluation and checks -----------------------------------------------------------------
     @torch.no_grad()
     def eval_forward(self, images: torch.Tensor) -> torch.Tensor:
+        (images,) = self.prepare_inputs([images])
         if self.stage < 3:
-            return self.method.backbone(images)
+            return self.method.backbone(images).float()
         # Every rank gathers the backbone together (an all-gather per parameter) for the batch.
         with self.deepspeed.zero.GatheredParameters(list(self.method.backbone.parameters()), modifier_rank=None):
-            return self.method.backbone(images)
+            return self.method.backbone(images).float()
 
     def replicated_state(self) -> dict[str, torch.Tensor]:
         state = self.method.state_dict()
@@ -291,11 +365,12 @@ class DeepSpeedEngine(Engine):
         return {k: v for k, v in state.items() if k not in names}
 
     def _memory_tensors(self):
-        """Parameters (ZeRO-3: each `ds_tensor` partition, via `local_tensor`), the reduced gradient
+        """Parameters (ZeRO-3: each `ds_tensor` partition, via `local_tensor`; under bf16 also the EMA
+        targets' fp32 masters), the reduced gradient
         partitions, the inner optimizer's state and the fp32 master partitions. DeepSpeed's bucket
         buffers (`reduce_bucket_size`, `allgather_bucket_size`) are staging for communication and
         not counted."""
-        params = list(self.method.parameters())
+        params = list(self.method.parameters()) + [t for m in self.ema_masters for t in m]
         opt = self.optimizer
         grads = [p.grad for p in params if p.grad is not None]
         for group in opt.averaged_gradients.values():

@@ -8,8 +8,11 @@ module have identical local shards and `ema_update_` runs shard by shard without
 The root is gathered for the whole forward, so methods may touch any parameter there (MAE's
 `embed_patches` reads the position embedding outside the backbone's forward).
 
-On CUDA with bf16 precision a `MixedPrecisionPolicy` (bf16 parameters in compute, fp32 gradient
-reduction) replaces autocast. `--dist.reshard_after_forward` trades memory for one all-gather.
+With bf16 precision (on CUDA by default, on CPU when asked for) a `MixedPrecisionPolicy` replaces
+autocast: the sharded parameters, the optimizer and the EMA stay fp32, each unit's parameters are
+all-gathered in bf16 and cast its floating inputs to bf16, and gradients are reduce-scattered in
+fp32. Buffers (BatchNorm statistics, DINO's centre, MoCo's queue) are not touched by the policy and
+stay fp32. `--dist.reshard_after_forward` trades memory for one all-gather.
 """
 
 from __future__ import annotations
@@ -30,22 +33,30 @@ class FSDPEngine(Engine):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         ensure_process_group(self.world)
-        method = prepare(method, self.cfg, self.world, compile_per_unit=True)
+        method = prepare(method, self.cfg, self.world, compile_per_unit=True,
+                         bf16_params=self.compute_dtype is not None)
         mesh = init_device_mesh(self.world.device.type, (self.world.world_size,))
         kwargs = {"mesh": mesh, "reshard_after_forward": self.cfg.dist.reshard_after_forward}
-        if self.world.device.type == "cuda" and self.amp_dtype is not None:
-            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=self.amp_dtype, reduce_dtype=torch.float32)
+        if self.compute_dtype is not None:
+            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
             self.amp_dtype = None  # the policy casts; no autocast on top
         for unit in method.shard_units():
             fully_shard(unit, **kwargs)
         fully_shard(method, **kwargs)
         self.method = self.model = method
         self.check_ema_alignment()
+        self.check_fp32_state()
         self.optimizer = make_optimizer(method)
 
     def describe(self) -> str:
         return (f"strategy fsdp (FSDP2 fully_shard over {len(self.method.shard_units())} units + root) on "
-                f"{self.world.world_size} process(es), reshard_after_forward={self.cfg.dist.reshard_after_forward}")
+                f"{self.world.world_size} process(es), reshard_after_forward={self.cfg.dist.reshard_after_forward}, "
+                f"{self.precision_mode()}")
+
+    def precision_mode(self) -> str:
+        if self.compute_dtype is None:
+            return "fsdp fp32"
+        return "fsdp MixedPrecisionPolicy(param bf16, reduce fp32)"
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -70,7 +81,10 @@ class FSDPEngine(Engine):
         # own in its pre-forward hook. Every rank runs this, so the all-gathers match up.
         self.method.unshard()
         try:
-            return self.method.backbone(images)
+            # The root's forward (which casts inputs under the policy) is bypassed: cast here.
+            if self.compute_dtype is not None:
+                images = images.to(self.compute_dtype)
+            return self.method.backbone(images).float()
         finally:
             self.method.reshard()
 
