@@ -23,7 +23,14 @@ import sys
 from pathlib import Path
 
 from fastssl.config import RUN_RECORD_KEYS, Config, all_keys, apply_overrides, format_config, set_value
-from fastssl.errors import FastSSLError
+from fastssl.errors import FastSSLError, environment_error
+
+# What to change when a command runs out of memory; commands without their own knob get the last.
+_OOM_FIXES = {
+    "train": "lower --train.batch_size, or set --train.activation_checkpointing=true (ViT blocks, ResNet stages)",
+    "eval": "lower --batch-size",
+}
+_OOM_FIX_OTHER = "use a smaller batch or a machine with more memory"
 
 
 def _split_overrides(rest: list[str]) -> list[str]:
@@ -180,6 +187,7 @@ _NO_OVERRIDES = ("eval", "export", "data", "bench", "selftrain", "report")
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
+    args = None
     try:
         args, rest = parser.parse_known_args(argv)
         if args.command in _NO_OVERRIDES:
@@ -189,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args, rest) or 0)
     except FastSSLError as e:
         print(f"fastssl: error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, MemoryError, RuntimeError) as e:
+        # A full disk, a read-only folder or too little memory is the machine's, not a bug: one line.
+        mapped = environment_error(e, _OOM_FIXES.get(getattr(args, "command", ""), _OOM_FIX_OTHER))
+        if mapped is None:
+            raise
+        print(f"fastssl: error: {mapped}", file=sys.stderr)
         return 2
 
 

@@ -18,6 +18,7 @@ process group (`read_tensors`, for `fastssl eval` and `fastssl export`).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from fastssl.checkpoint.layout import TRAIN_STATE, prepare_tmp, publish, resolve_checkpoint, tmp_dir
+from fastssl.checkpoint.layout import TRAIN_STATE, prepare_tmp, publish, resolve_checkpoint, step_name, tmp_dir
 from fastssl.checkpoint.rng import rng_state
-from fastssl.errors import FastSSLError
+from fastssl.errors import FastSSLError, environment_error
 
 FORMAT = "fastssl-ckpt-v2"
 LEGACY_FORMAT = "fastssl-ckpt-v1"
@@ -35,11 +36,6 @@ LEGACY_FORMAT = "fastssl-ckpt-v1"
 
 def _dist() -> bool:
     return dist.is_available() and dist.is_initialized()
-
-
-def _barrier() -> None:
-    if _dist():
-        dist.barrier()
 
 
 def _rank() -> int:
@@ -56,28 +52,114 @@ def _single_process_is_intended():
 
 def save_checkpoint(out: str | Path, step: int, model: dict[str, torch.Tensor],
                     optim: dict[str, dict[str, torch.Tensor]], train_state: dict[str, Any], keep_last: int) -> Path:
-    """Collective: every rank writes its shards; rank 0 publishes `checkpoints/step_N/` atomically."""
-    import torch.distributed.checkpoint as dcp
+    """Collective: every rank writes its shards; rank 0 publishes `checkpoints/step_N/` atomically.
 
-    if _rank() == 0:
-        prepare_tmp(out, step)
-    _barrier()
+    A write that fails (disk full, read-only or vanished folder) removes the torn `.tmp-step_N/`
+    and raises FastSSLError on every rank; the published checkpoints stay as they were.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, not an Exception
+
     tmp = tmp_dir(out, step)
-    with _single_process_is_intended():
-        dcp.save({"model": model, "optim": optim}, checkpoint_id=str(tmp), no_dist=not _dist())
-    rngs = [None] * (dist.get_world_size() if _dist() else 1)
-    if _dist():
-        dist.all_gather_object(rngs, rng_state())
-    else:
-        rngs[0] = rng_state()
+    try:
+        _on_rank0(lambda: prepare_tmp(out, step))
+        with _single_process_is_intended():
+            dcp.save({"model": model, "optim": optim}, checkpoint_id=str(tmp), no_dist=not _dist())
+        rngs = [None] * (dist.get_world_size() if _dist() else 1)
+        if _dist():
+            dist.all_gather_object(rngs, rng_state())
+        else:
+            rngs[0] = rng_state()
+        _on_rank0(lambda: _write_train_state(tmp / TRAIN_STATE, {"format": FORMAT, **train_state, "rng": rngs}))
+        # dcp.save returns on rank 0 only after every rank's files are written, so publishing is safe.
+        return _on_rank0(lambda: publish(out, step, keep_last))
+    except (Exception, CheckpointException) as e:
+        if _rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        reason = _write_failure(e, Path(out))
+        if reason is None:
+            raise  # a bug, not the disk: keep the traceback
+        _release_frames(e)
+        raise FastSSLError(f"cannot write checkpoint {step_name(step)} in {tmp.parent}: {reason}") from None
+
+
+def _release_frames(e: BaseException) -> None:
+    """Clear the locals of the failed save's frames. DCP keeps each exception in a local of a frame
+    on its own traceback: a cycle that holds the whole run (through the frames' callers) until the
+    garbage collector runs, which finalizes it in any order. The loader's queues can then close
+    before its persistent workers are told to stop, and those workers ignore SIGTERM
+    (stop_signals.py), so the interpreter would wait for them at exit forever."""
+    import traceback
+
+    for cause in _causes(e):
+        if cause.__traceback__ is not None:
+            traceback.clear_frames(cause.__traceback__)
+
+
+def _write_train_state(path: Path, state: dict[str, Any]) -> None:
+    with open(path, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+
+
+def _on_rank0(fn):
+    """`fn()` on rank 0, its result on every rank. A failure there raises on every rank too, so no
+    rank is left waiting at the next collective for a save that will never come."""
+    box: list[Any] = [None, None]
+    error = None
     if _rank() == 0:
-        with open(tmp / TRAIN_STATE, "wb") as f:
-            torch.save({"format": FORMAT, **train_state, "rng": rngs}, f)
-            f.flush()
-    _barrier()  # every rank's files are written before the folder becomes visible
-    final = publish(out, step, keep_last) if _rank() == 0 else None
-    _barrier()
-    return final or (Path(out) / "checkpoints" / f"step_{step:08d}")
+        try:
+            box[0] = fn()
+        except Exception as e:  # noqa: BLE001 - shared first, then re-raised as it was
+            error, box[1] = e, _write_failure(e, None) or f"{type(e).__name__}: {e}"
+    if _dist():
+        dist.broadcast_object_list(box, src=0)
+    if error is not None:
+        try:
+            raise error
+        finally:
+            # The frame would hold its own traceback: a cycle that outlives the run's end, and with
+            # it the loader's persistent workers, which then block the interpreter's exit.
+            error = None
+    if box[1] is not None:
+        raise FastSSLError(f"rank 0 could not write the checkpoint: {box[1]}")
+    return box[0]
+
+
+def _causes(e: BaseException):
+    """`e`, what it wraps (DCP's per-rank failures) and what it was raised from."""
+    seen, todo = set(), [e]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        for failure in (getattr(e, "failures", None) or {}).values():  # CheckpointException
+            todo.append(failure[0] if isinstance(failure, tuple) else getattr(failure, "exc", None))
+        todo += [e.__cause__, e.__context__]
+
+
+def _write_failure(e: BaseException, out: Path | None) -> str | None:
+    """Why a save failed, when the file system refused it; None for anything else (a bug)."""
+    for cause in _causes(e):
+        if isinstance(cause, FastSSLError):
+            return str(cause)
+        if isinstance(cause, OSError) and cause.errno is not None:
+            mapped = environment_error(cause, "")
+            return str(mapped) if mapped else f"{cause.strerror}; check that disk and --train.out"
+        # torch.save reports a short write without its errno: "[enforce fail at inline_container.cc]"
+        # or "PytorchStreamWriter failed writing file"; a full disk is the usual reason.
+        if isinstance(cause, RuntimeError) and any(m in str(cause) for m in ("inline_container", "failed writing")):
+            return f"the write failed{_free_space(out)}; free space there or point --train.out at another disk"
+    return None
+
+
+def _free_space(out: Path | None) -> str:
+    try:
+        return f" with {shutil.disk_usage(out).free / 2**20:.0f} MiB free on that disk" if out else ""
+    except OSError:
+        return ""
 
 
 def _is_legacy(path: Path) -> bool:

@@ -121,7 +121,11 @@ def prepare_tmp(out: str | Path, step: int) -> Path:
     d = checkpoint_dir(out)
     d.mkdir(parents=True, exist_ok=True)
     for stale in d.glob(f"{_TMP_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        moved_aside = d / stale.name[len(f"{_TMP_PREFIX}old-"):]
+        if stale.name.startswith(f"{_TMP_PREFIX}old-") and not moved_aside.exists():
+            os.replace(stale, moved_aside)  # a publish killed between its two renames: put it back
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = tmp_dir(out, step)
     tmp.mkdir()
     return tmp
@@ -132,9 +136,19 @@ def publish(out: str | Path, step: int, keep_last: int) -> Path:
     tmp, final = tmp_dir(out, step), checkpoint_dir(out) / step_name(step)
     atomic_write_text(f"{step}\n", tmp / COMPLETE)
     fsync_dir(tmp)
-    if final.exists():  # the same step saved twice (e.g. a stop signal right after a periodic save)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    # The same step saved twice (a stop signal right after a periodic save): the older copy is moved
+    # aside, not deleted, until the new one is in place, so a failed rename never loses the step.
+    old = checkpoint_dir(out) / f"{_TMP_PREFIX}old-{step_name(step)}"
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if old.exists():
+            os.replace(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     fsync_dir(final.parent)
     if keep_last > 0:
         for old in list_checkpoints(out)[:-keep_last]:

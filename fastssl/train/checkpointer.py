@@ -15,6 +15,7 @@ from typing import Any
 from fastssl.checkpoint import save_checkpoint, step_of
 from fastssl.config import Config
 from fastssl.distributed import World
+from fastssl.errors import FastSSLError
 from fastssl.parallel.engines import Engine
 from fastssl.train.replicas import check_replicas
 
@@ -38,12 +39,17 @@ class Checkpointer:
         t0 = time.perf_counter()
         check_replicas(self.engine)
         plan = self.plan.state_dict()
-        self.last = save_checkpoint(self.out, step, self.engine.model_state(), self.engine.optimizer_state(), {
-            "config": self.cfg.to_dict(), "step": step, "epoch": epoch, "bad_steps": bad_steps,
-            "strategy": self.cfg.dist.strategy, "zero_stage": self.cfg.dist.zero_stage,
-            "world_size": self.world.world_size, "time_budget_plan": plan,
-            "planned_total_steps": plan.get("planned_total"),
-        }, self.cfg.train.keep_last)
+        try:
+            self.last = save_checkpoint(self.out, step, self.engine.model_state(), self.engine.optimizer_state(), {
+                "config": self.cfg.to_dict(), "step": step, "epoch": epoch, "bad_steps": bad_steps,
+                "strategy": self.cfg.dist.strategy, "zero_stage": self.cfg.dist.zero_stage,
+                "world_size": self.world.world_size, "time_budget_plan": plan,
+                "planned_total_steps": plan.get("planned_total"),
+            }, self.cfg.train.keep_last)
+        except FastSSLError as e:
+            # The user's next question is what survived: the save removed its torn folder, nothing else.
+            raise FastSSLError(f"{e}; {self.describe_last()}"
+                               + (", continue from it with --resume" if self.last else "")) from None
         spent = time.perf_counter() - t0
         self.seconds += spent
         self.plan.account("checkpoint", spent)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
-from fastssl.config import Config
+from fastssl.config import Config, DataConfig
 from fastssl.distributed import World, is_dist
 from fastssl.errors import FastSSLError
 from fastssl.parallel.engines import Engine
@@ -62,20 +63,49 @@ class _EngineBackbone(torch.nn.Module):
         return super().train(mode)
 
 
+def open_labelled_sources(data_cfg: DataConfig) -> tuple[Any, Any]:
+    """The kNN's bank (`--data.path`'s training split) and held-out queries, or a FastSSLError
+    saying why this run's data cannot give them: tars only DALI's training reader takes, or images
+    without labels (a flat folder, unlabelled tars)."""
+    from fastssl.data import open_eval_sources
+    from fastssl.data.sources.factory import resolve_dataset
+
+    # As open_eval_sources reads a test path: the training set's format only if it is a concrete one.
+    test_dataset = data_cfg.dataset if data_cfg.dataset not in ("digits", "auto") else "auto"
+    paths = (("--data.path", data_cfg.path, data_cfg.dataset), ("--data.test_path", data_cfg.test_path, test_dataset))
+    for key, path, dataset in paths:
+        if path and resolve_dataset(dataset, path, key) == "webdataset":
+            raise FastSSLError(f"{key}={path} holds webdataset tars, which only the training loader (DALI) reads")
+    bank, queries = open_eval_sources(data_cfg)
+    for (key, path, _), source in zip(paths, (bank, queries)):
+        labels = np.asarray(source.labels)
+        if len(labels) and labels.min() < 0:
+            where = f"{key}={path}" if path else f"the held-out split of --data.path={data_cfg.path}"
+            raise FastSSLError(f"{where} has images without labels "
+                               f"(a flat folder has none: labels are class sub-folders)")
+    return bank, queries
+
+
 def knn_at_end(engine: Engine, cfg: Config, world: World) -> dict[str, Any]:
     """kNN on held-out data (`data.test_path`, else the dataset's own held-out split).
 
     Every rank runs it on the same images, so the engine's collective eval forward lines up; the
-    kNN itself is cheap next to the features and is computed on each rank alike.
+    kNN itself is cheap next to the features and is computed on each rank alike. Data it cannot
+    evaluate raises FastSSLError on every rank alike (see `skipped_note`).
     """
-    from fastssl.data import open_eval_sources
     from fastssl.eval.knn import knn_eval
 
-    train_src, test_src = open_eval_sources(cfg.data)
+    train_src, test_src = open_labelled_sources(cfg.data)
     # A run limited to N images is a quick one: its kNN bank is those N images, not the full set.
     train_src = train_src.head(cfg.eval.knn_train_limit or cfg.data.limit)
     test_src = test_src.head(cfg.eval.knn_test_limit)
     return knn_eval(_EngineBackbone(engine), train_src, test_src, cfg, world.device)
+
+
+def skipped_note(reason: FastSSLError, cfg: Config) -> str:
+    """The line that replaces the end-of-run kNN when it cannot run: why, and the command for later."""
+    return (f"fastssl: kNN at end skipped: {reason}; the checkpoint is saved, evaluate it on labelled images with "
+            f"`fastssl eval knn --ckpt {cfg.train.out} --data.train LABELLED_TRAIN --data.test LABELLED_TEST`")
 
 
 class KnnMonitor:
@@ -87,6 +117,20 @@ class KnnMonitor:
         self.seconds = 0.0  # wall time spent evaluating; the trainer subtracts it
         self._next_s = self.every_s
         self._sources = None
+        if self.enabled:
+            self._sources = self._open_sources()
+
+    def _open_sources(self) -> tuple[Any, Any]:
+        # Refused before any training, not skipped: the user asked for this curve, and a run
+        # without it would spend the time it was meant to measure.
+        try:
+            bank, queries = open_labelled_sources(self.cfg.data)
+        except FastSSLError as e:
+            raise FastSSLError(
+                f"--eval.knn_every={self.cfg.eval.knn_every} needs labelled images, but {e}; drop --eval.knn_every "
+                f"and evaluate the saved checkpoints afterwards with `fastssl eval knn --ckpt "
+                f"{self.cfg.train.out}/checkpoints/step_N --data.train LABELLED --data.test LABELLED`") from None
+        return bank.head(self.cfg.eval.knn_every_train), queries.head(self.cfg.eval.knn_every_test)
 
     @property
     def enabled(self) -> bool:
@@ -110,13 +154,11 @@ class KnnMonitor:
         return False
 
     def run(self, engine: Engine) -> dict[str, Any]:
-        from fastssl.data import open_eval_sources
         from fastssl.eval.knn import knn_eval
 
         t0 = time.perf_counter()
         if self._sources is None:
-            bank, queries = open_eval_sources(self.cfg.data)
-            self._sources = (bank.head(self.cfg.eval.knn_every_train), queries.head(self.cfg.eval.knn_every_test))
+            self._sources = self._open_sources()
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         try:

@@ -90,6 +90,10 @@ class RunDir:
 
     def _decide(self) -> tuple[str | None, list]:
         cfg = self.cfg
+        blocker = next((p for p in (self.out, *self.out.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise FastSSLError(f"--train.out={self.out} cannot be a run folder: {blocker} is a file; "
+                               f"choose another --train.out")
         if cfg.train.resume and cfg.train.overwrite:
             raise FastSSLError("--resume continues the run in --train.out and --overwrite clears it; pass one of them")
         found = latest_checkpoint(self.out) if self.out.is_dir() else None
@@ -149,7 +153,9 @@ class RunDir:
         cfg = self.cfg
         base = get_recipe(cfg.recipe).to_dict() if cfg.recipe in RECIPES else Config().to_dict()
         changes = config_changes(base, cfg.to_dict())
-        lines = [f"fastssl: recipe '{cfg.recipe}'" + (" with:" if changes else " as it is")]
-        lines += [f"  {k} = {b!r}   (recipe: {a!r})" for k, a, b in changes]
+        # Only what differs, in the same `key: recipe's -> this run's` form a resume prints: the
+        # full config is a hundred lines that would bury the few the user chose.
+        lines = [f"fastssl: recipe '{cfg.recipe}'" + (", changed:" if changes else " as it is")]
+        lines += [f"  {k}: {a!r} -> {b!r}" for k, a, b in changes]
         lines.append(f"fastssl: full config in {self.out / CONFIG_FILE}")
         print("\n".join(lines), flush=True)

@@ -39,7 +39,7 @@ from fastssl.stop_signals import StopSignals, exit_status
 from fastssl.train.time_budget import TimeBudgetPlanner, build_plan, parse_duration
 from fastssl.train.bn_guard import BatchNormGuard
 from fastssl.train.checkpointer import Checkpointer
-from fastssl.train.knn_monitor import KnnMonitor, knn_at_end, parse_every
+from fastssl.train.knn_monitor import KnnMonitor, knn_at_end, parse_every, skipped_note
 from fastssl.train.metrics import MetricLogger
 from fastssl.train.optim import build_optimizer
 from fastssl.train.run_dir import RunDir
@@ -84,6 +84,7 @@ class Trainer:
 
         validate_run(cfg, world)
         self.cfg, self.world = cfg, world
+        self.monitor = KnnMonitor(cfg, world)  # refuses data it cannot evaluate before any work
         self.engine = build_engine(cfg, world)  # fails here, before any work, if e.g. DeepSpeed is missing
         resume_from = RunDir(cfg, world).open()
         torch.manual_seed(cfg.train.seed)
@@ -114,7 +115,6 @@ class Trainer:
             self._restore(resumed, resume_from)
         self.method.configure_schedule(self.steps_per_epoch, self.plan.total_steps)
         self.guard = BatchNormGuard(self.method)
-        self.monitor = KnnMonitor(cfg, world)
         self.checkpointer = Checkpointer(cfg, world, self.engine, self.plan, resume_from)
         self.resumed_at = self.step if cfg.train.resume else None
 
@@ -134,7 +134,7 @@ class Trainer:
         cfg = self.cfg
         self.log = MetricLogger(cfg.train.out, enabled=self.world.is_main, tensorboard=cfg.train.tensorboard,
                                 progress=cfg.train.progress, total_steps=self.plan.total_steps,
-                                initial_step=self.step, resume_step=self.resumed_at)
+                                initial_step=self.step, resume_step=self.resumed_at, log_every=cfg.train.log_every)
         try:
             with StopSignals() as self.stop:
                 self.t_start = self._t_last = time.perf_counter()
@@ -262,10 +262,19 @@ class Trainer:
                                    "images_per_s": round(self.images_seen / max(train_s, 1e-9), 2),
                                    **self.plan.summary()}
         if self.cfg.train.knn_at_end:
-            knn = knn_at_end(self.engine, self.cfg, self.world)  # every rank: under sharding the forward is collective
-            if knn is not None:
-                summary["knn_top1"] = knn["top1"]
-                self.log.log(self.step, knn, kind="knn")
+            self._knn_at_end(summary)
         self.log.log(self.step, summary, kind="summary")
         self.log.write("fastssl: done " + " ".join(f"{k}={v}" for k, v in summary.items()))
         return summary
+
+    def _knn_at_end(self, summary: dict[str, Any]) -> None:
+        try:
+            knn = knn_at_end(self.engine, self.cfg, self.world)  # every rank: under sharding the forward is collective
+        except FastSSLError as e:
+            # On by default, so unasked for: data it cannot evaluate (no labels, tars) must not turn a
+            # finished run into a failed one. Every rank reads the same data, so all skip alike.
+            self.log.log(self.step, {"reason": str(e)}, kind="knn_skipped")
+            self.log.write(skipped_note(e, self.cfg))
+            return
+        summary["knn_top1"] = knn["top1"]
+        self.log.log(self.step, knn, kind="knn")

@@ -1,5 +1,8 @@
 """Checkpoint folders on one process: round trip, what is refused, legacy files, eval loading."""
 
+import errno
+import os
+
 import pytest
 import torch
 
@@ -102,3 +105,99 @@ def test_checkpoint_from_another_model_names_the_key(tmp_path):
     # Weights of another shape are refused by name too, before anything is loaded.
     with pytest.raises(FastSSLError, match=r"holds model\.backbone\.trunk\.\S+ of shape \(32, "):
         load_model_weights(build_method(_cfg("resnet18-cifar")), latest_checkpoint(tmp_path))
+
+
+def _fail_dcp_writes_for(monkeypatch, step: int, err: BaseException):
+    """DCP's file writer raises `err` for the shards of `step` after the first file is created, as a
+    disk that fills up mid-save does; other steps write normally."""
+    import contextlib
+
+    from torch.distributed.checkpoint import filesystem
+
+    real = filesystem.FileSystem.create_stream
+
+    @contextlib.contextmanager
+    def create_stream(self, path, mode):
+        if f"step_{step:08d}" in str(path):
+            with open(path, "wb") as f:
+                f.write(b"torn")
+            raise err
+        with real(self, path, mode) as stream:
+            yield stream
+
+    monkeypatch.setattr(filesystem.FileSystem, "create_stream", create_stream)
+
+
+@pytest.mark.parametrize("code, says", [(errno.ENOSPC, "No space left on device"),
+                                        (errno.EROFS, "Read-only file system")])
+def test_a_failed_save_is_one_line_and_leaves_no_torn_folder(tmp_path, monkeypatch, code, says):
+    cfg = _cfg()
+    _save(tmp_path, cfg, 1)
+    _fail_dcp_writes_for(monkeypatch, 2, OSError(code, os.strerror(code)))
+    with pytest.raises(FastSSLError) as e:
+        _save(tmp_path, cfg, 2)
+    assert says in str(e.value) and "step_00000002" in str(e.value) and "\n" not in str(e.value)
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000001"]
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 1  # the previous one is intact
+
+
+def test_a_short_write_of_the_train_state_names_the_disk(tmp_path, monkeypatch):
+    import fastssl.checkpoint.dcp_io as io
+
+    def torn(path, state):  # what torch.save says on a full disk: no errno, a C++ assertion
+        path.write_bytes(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(io, "_write_train_state", torn)
+    with pytest.raises(FastSSLError, match=r"step_00000001 .*the write failed with \d+ MiB free.*--train.out"):
+        _save(tmp_path, _cfg(), 1)
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_a_bug_in_a_save_keeps_its_traceback_but_not_its_torn_folder(tmp_path, monkeypatch):
+    _fail_dcp_writes_for(monkeypatch, 1, ValueError("a bug"))
+    with pytest.raises(BaseException, match="a bug") as e:
+        _save(tmp_path, _cfg(), 1)
+    assert not isinstance(e.value, FastSSLError)
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+# Rank 0 alone cannot write its train state at step 2 (its disk filled up); rank 1 writes fine.
+_RANK0_DISK_FULL = r"""
+import errno, os, sys
+import fastssl.checkpoint.dcp_io as io
+real = io._write_train_state
+def write(path, state):
+    if "step_00000002" in str(path) and os.environ["RANK"] == "0":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return real(path, state)
+io._write_train_state = write
+from fastssl.cli import main
+sys.exit(main(["train", *sys.argv[1:]]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_save_failing_on_rank_0_ends_every_rank_without_a_hang(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.train.conftest import tiny_overrides
+
+    script = tmp_path / "disk_full.py"
+    script.write_text(_RANK0_DISK_FULL)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           *tiny_overrides(out), "--train.ckpt_every_steps=1", "--train.epochs=1", "--dist.backend=gloo",
+           "--dist.timeout_s=120"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("fastssl: error:")]
+    # torchrun stops the other rank once one exits, so it may not get to print; neither hangs. The
+    # only traceback allowed is torchrun's own report of a child's exit status.
+    frames = [ln for ln in r.stderr.splitlines() if ln.strip().startswith('File "') and "fastssl" in ln]
+    assert r.returncode != 0 and errors and not frames, r.stderr[-3000:]
+    assert all("No space left on device" in ln and "step_00000001, continue from it" in ln for ln in errors)
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000001"]
+    assert not list((out / "checkpoints").glob(".tmp-*"))

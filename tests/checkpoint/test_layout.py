@@ -67,3 +67,26 @@ def test_killed_save_leaves_previous_checkpoint_and_resume_finishes(tmp_path, wh
     assert full["step"] == 3
     a, b = load_checkpoint(out)["model"], load_checkpoint(tmp_path / "full")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_republishing_a_step_never_loses_it_when_the_rename_fails(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import fastssl.checkpoint.layout as layout
+
+    tmp_dir(tmp_path, 7).mkdir(parents=True)
+    first = publish(tmp_path, 7, keep_last=3)
+    (first / "weights").write_text("first")
+    tmp_dir(tmp_path, 7).mkdir()
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(src).endswith(".tmp-step_00000007"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(layout.os, "replace", replace)
+    with pytest.raises(OSError):
+        publish(tmp_path, 7, keep_last=3)
+    assert latest_checkpoint(tmp_path) == first and (first / "weights").read_text() == "first"

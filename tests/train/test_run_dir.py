@@ -1,6 +1,8 @@
 """The run folder: a bare --resume keeps the run's config; a folder holding a run is refused."""
 
+import errno
 import json
+import os
 
 import pytest
 
@@ -64,8 +66,8 @@ def test_a_folder_with_logs_but_no_checkpoint_is_refused_then_overwritten(tmp_pa
 def test_start_prints_only_what_differs_from_the_recipe(tmp_path, capsys):
     assert _train(tmp_path / "run", "--train.max_steps=1") == 0
     text = capsys.readouterr().out
-    assert "train.max_steps = 1   (recipe: 0)" in text and "aug." not in text
-    assert len([ln for ln in text.splitlines() if "(recipe:" in ln]) == len(tiny_overrides(tmp_path)) + 1
+    assert "  train.max_steps: 0 -> 1\n" in text and "aug." not in text
+    assert len([ln for ln in text.splitlines() if " -> " in ln]) == len(tiny_overrides(tmp_path)) + 1
 
 
 def test_resume_of_an_empty_folder_starts_at_step_zero(tmp_path, tiny_cfg):
@@ -73,3 +75,33 @@ def test_resume_of_an_empty_folder_starts_at_step_zero(tmp_path, tiny_cfg):
     assert RunDir(cfg, World()).open() is None
     # What SLURM's first start does (the sbatch always passes --resume): a first start, no history.
     assert json.loads((tmp_path / "run" / "config.json").read_text())["history"] == []
+
+
+@pytest.mark.parametrize("where", ["the folder", "a parent"])
+def test_an_out_path_that_is_a_file_is_one_line(tmp_path, capsys, where):
+    (tmp_path / "taken").write_text("mine")
+    out = tmp_path / "taken" if where == "the folder" else tmp_path / "taken" / "run"
+    assert _train(out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'taken'} is a file; choose another --train.out" in err
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+@pytest.mark.parametrize("code, says", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")])
+def test_an_unwritable_out_folder_is_one_line(tmp_path, capsys, monkeypatch, code, says):
+    # Tests run as root, whom chmod does not stop: the file system's refusal is simulated.
+    from pathlib import Path
+
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "ro")):
+            raise OSError(code, os.strerror(code), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    assert _train(tmp_path / "ro" / "run") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot use {tmp_path / 'ro' / 'run'} as the run folder ({says}); choose another --train.out" in err
