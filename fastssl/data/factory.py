@@ -57,6 +57,12 @@ class PretrainLoader(Protocol):
         """Reshuffle for `epoch`; the next iteration starts at `start_step` (resume mid-epoch)."""
         ...
 
+    def close(self) -> None:
+        """Stop worker processes and pipelines now (idempotent). Loader workers ignore stop signals
+        (fastssl/stop_signals.py), so a run that ends by an exception must not leave them for the
+        interpreter's exit, whose SIGTERM they ignore: it would wait for them forever."""
+        ...
+
 
 def resolve_backend(
     requested: str, device: torch.device, dataset_bytes: int = 0, needs_dali: bool = False

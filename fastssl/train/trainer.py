@@ -141,6 +141,7 @@ class Trainer:
                 self._loop()
                 return self._stopped() if self.stop.requested else self._finish()
         finally:
+            self.loader.close()  # before the interpreter's exit, whose SIGTERM the workers ignore
             self.log.close()
 
     def _loop(self) -> None:

@@ -111,3 +111,22 @@ def test_launcher_turns_a_group_sigterm_into_one_stop_and_exit_143(tmp_path):
     assert text.count("launch: got SIGTERM") == 1
     stop = _stopped_record(out)
     assert latest_checkpoint(out).name == f"step_{stop['step']:08d}"
+
+
+@pytest.mark.slow
+def test_a_crash_with_loader_workers_exits_instead_of_hanging(tmp_path):
+    """An uncaught error (a bug) while DataLoader workers run: the workers ignore SIGTERM, so the
+    interpreter's exit would wait for them forever unless the trainer closes the loader first."""
+    code = (
+        "import sys, fastssl.train.trainer as t\n"
+        "def boom(*a, **k): raise RuntimeError('injected bug')\n"
+        "t.train_step = boom\n"
+        "from fastssl.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["train", f"--train.out={tmp_path / 'run'}", "--data.limit=64", "--train.batch_size=16",
+            "--data.num_workers=2", "--train.max_steps=4", "--train.progress=false", "--train.tensorboard=false"]
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "injected bug" in r.stderr  # a bug keeps its traceback

@@ -213,6 +213,9 @@ class DaliLoader:
         self._it = self._pipe = self._feeder = None
         self._it_pos = None
 
+    def close(self) -> None:
+        self._close()
+
     def _to_torch(self, out: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         dev = self.world.device
         views = [out[f"view{k}"].to(dev, non_blocking=True).to(self.out_dtype) for k in range(self.num_views)]

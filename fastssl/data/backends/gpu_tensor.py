@@ -133,6 +133,9 @@ class GpuTensorLoader:
             self._epoch, self._start = (epoch, nxt) if nxt < len(self) else (epoch + 1, 0)
             yield views, self.labels[idx]
 
+    def close(self) -> None:
+        pass  # no workers or pipelines: the images are a tensor on the device
+
 
 def build_gpu_tensor_loader(cfg: Config, world: World, spec: ViewSpec, source: ImageSource) -> GpuTensorLoader:
     """Decode `source` once onto world.device; views per `spec`."""

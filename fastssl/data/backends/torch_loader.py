@@ -160,6 +160,14 @@ class TorchPretrainLoader:
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         return iter(self.loader)
 
+    def close(self) -> None:
+        # Persistent workers live in the DataLoader's cached iterator; shutting it down sends each
+        # worker its end-of-work sentinel, which they obey (unlike SIGTERM, which they ignore).
+        it = getattr(self.loader, "_iterator", None)
+        if it is not None:
+            it._shutdown_workers()
+            self.loader._iterator = None
+
 
 class EvalImages(Dataset):
     """`i` -> `(transform(image i), label i)`: the dataset of the in-order eval loader."""
