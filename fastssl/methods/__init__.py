@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastssl.config import Config
 from fastssl.errors import FastSSLError, did_you_mean
+from fastssl.methods.barlow_twins import BarlowTwins
 from fastssl.methods.base import SSLMethod
 from fastssl.methods.byol import BYOL
 from fastssl.methods.colorize import Colorize
@@ -20,13 +21,16 @@ from fastssl.methods.mocov2 import MoCoV2
 from fastssl.methods.mocov3 import MoCoV3
 from fastssl.methods.rotation import Rotation
 from fastssl.methods.simclr import SimCLR
+from fastssl.methods.simsiam import SimSiam
 from fastssl.methods.swav import SwAV
+from fastssl.methods.vicreg import VICReg
 from fastssl.models.backbone import build_backbone
 
 METHODS: dict[str, type[SSLMethod]] = {"simclr": SimCLR, "byol": BYOL, "mae": MAE, "dino": DINO,
                                      "mocov2": MoCoV2, "mocov3": MoCoV3}
 METHODS.update({"swav": SwAV, "deepcluster": DeepClusterV2})
 METHODS.update({"rotation": Rotation, "jigsaw": Jigsaw, "colorize": Colorize, "cpc": CPC})
+METHODS.update({"vicreg": VICReg, "barlowtwins": BarlowTwins, "simsiam": SimSiam})
 
 
 def method_class(name: str) -> type[SSLMethod]:
@@ -41,4 +45,4 @@ def build_method(cfg: Config) -> SSLMethod:
     return cls(backbone, cfg.method)
 
 
-__all__ = ["METHODS", "CPC", "Colorize", "Jigsaw", "Rotation", "BYOL", "DeepClusterV2", "SwAV", "DINO", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR", "build_method", "method_class"]
+__all__ = ["METHODS", "BarlowTwins", "SimSiam", "VICReg", "CPC", "Colorize", "Jigsaw", "Rotation", "BYOL", "DeepClusterV2", "SwAV", "DINO", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR", "build_method", "method_class"]

@@ -29,12 +29,15 @@ def mlp(
     num_layers: int = 2,
     last_bn: bool | str = False,
     hidden_bn: bool = True,
+    last_bias: bool | None = None,
 ) -> nn.Sequential:
     """(Linear-BN-ReLU) x (num_layers - 1), then a final Linear.
 
     hidden_bn: BN on hidden layers (SimCLR v2, BYOL, MoCo v3); MoCo v2's head has none.
     last_bn: False | True (BN without affine, MoCo v3's projector and predictor) | "scale"
     (BN with a scale and no shift, SimCLR's projector).
+    last_bias: the final Linear's bias; None = only when no BN follows it. VICReg's and Barlow
+    Twins' projectors end with a bias-free Linear and no BN (False).
     """
     layers: list[nn.Module] = []
     dim = in_dim
@@ -44,7 +47,7 @@ def mlp(
             layers.append(nn.BatchNorm1d(hidden_dim))
         layers.append(nn.ReLU(inplace=True))
         dim = hidden_dim
-    layers.append(nn.Linear(dim, out_dim, bias=not last_bn))
+    layers.append(nn.Linear(dim, out_dim, bias=not last_bn if last_bias is None else last_bias))
     if last_bn == "scale":
         layers.append(ScaleOnlyBatchNorm1d(out_dim))
     elif last_bn:

@@ -15,7 +15,8 @@ from fastssl.errors import FastSSLError, did_you_mean
 
 # Families in the order `fastssl recipes` lists them; a module that is missing is skipped so
 # that a family can land later without touching this file.
-_FAMILIES = ("simclr", "byol", "mocov2", "mocov3", "mae", "dino", "pretext", "clustering", "time_to_accuracy")
+_FAMILIES = ("simclr", "byol", "mocov2", "mocov3", "mae", "dino", "noncontrastive", "pretext", "clustering",
+             "time_to_accuracy")
 
 
 def _collect() -> dict[str, Callable[[], Config]]:

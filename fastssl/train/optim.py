@@ -6,13 +6,14 @@ as in SimCLR, BYOL and MoCo v3.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 from fastssl.config import OptimConfig
 from fastssl.errors import FastSSLError
+from fastssl.methods.base import SSLMethod
 
 
 class LARS(torch.optim.Optimizer):
@@ -68,24 +69,48 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, fixed_lr: Iterable[nn.Parameter] = ()) -> list[dict]:
+    """Decay / no-decay groups; parameters in `fixed_lr` go to twin groups marked `fixed_lr=True`."""
+    fixed = {id(p) for p in fixed_lr}
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {(d, f): [] for d in (True, False) for f in (False, True)}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         # 1-D tensors are biases and norm scales; ViT's pos_embed/cls_token are excluded too.
-        if p.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "cls_token" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
-    ]
+        no_decay = p.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "cls_token" in name
+        buckets[(not no_decay, id(p) in fixed)].append(p)
+    groups = []
+    for (decay, is_fixed), params in buckets.items():
+        if params or not is_fixed:  # the two plain groups always exist, fixed ones only when used
+            groups.append({"params": params, "weight_decay": weight_decay if decay else 0.0,
+                           "lars_exclude": not decay, **({"fixed_lr": True} if is_fixed else {})})
+    return groups
+
+
+def hold_fixed_lr(optimizer: torch.optim.Optimizer, peak_lr: float) -> None:
+    """Before each step, groups with `fixed_lr=True` take `peak_lr` instead of the lr the schedule
+    set (SimSiam's main_simsiam.py adjust_learning_rate: `fix_lr` groups keep init_lr). A group
+    lr of 0 stays 0: that is "no step" (the engines' state-initialising step), not a schedule value."""
+
+    def hook(opt: torch.optim.Optimizer, args, kwargs) -> None:
+        for g in opt.param_groups:
+            if g.get("fixed_lr") and g["lr"] > 0:
+                g["lr"] = peak_lr
+
+    optimizer.register_step_pre_hook(hook)
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+    """`lr` is the peak lr; a method's `fixed_lr_params()` keep it all run (`hold_fixed_lr`)."""
+    fixed = model.fixed_lr_params() if isinstance(model, SSLMethod) else []
+    groups = param_groups(model, cfg.weight_decay, fixed)
+    opt = _make(groups, cfg, lr)
+    if fixed:
+        hold_fixed_lr(opt, lr)
+    return opt
+
+
+def _make(groups: list[dict], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
     if cfg.name == "lars":
         return LARS(groups, lr=lr, momentum=cfg.momentum, eta=cfg.lars_eta, clip_lr=cfg.lars_clip_lr)
     for g in groups:
