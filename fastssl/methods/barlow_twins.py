@@ -1,0 +1,41 @@
+"""Barlow Twins (Zbontar, Jing, Misra, LeCun & Deny, ICML 2021): the cross-correlation of two
+views' projections is pushed to the identity; no negatives, no EMA target, no stop-gradient.
+
+The projector follows facebookresearch/barlowtwins main.py (--projector 8192-8192-8192):
+Linear(no bias)-BN-ReLU per hidden layer, then a Linear without bias; the affine-free BatchNorm
+the reference applies before the cross-correlation is part of the loss
+(fastssl.losses.barlow_twins_loss, statistics over the global batch as the reference's
+SyncBatchNorm and all_reduce).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastssl.config.noncontrastive import BarlowTwinsConfig
+from fastssl.losses import barlow_twins_loss
+from fastssl.methods.base import SSLMethod
+from fastssl.models.backbone import Backbone
+from fastssl.models.heads import mlp
+
+
+class BarlowTwins(SSLMethod):
+    needs_pairs = True  # the batch normalisation in the loss needs >= 2 samples
+
+    def __init__(self, backbone: Backbone, cfg: BarlowTwinsConfig):
+        super().__init__(backbone, cfg)
+        self.projector = mlp(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers,
+                             last_bias=False)
+
+    def forward_encoder(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))  # [N, proj_dim]
+
+    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+        x1, x2 = views[0], views[1]  # [N, 3, H, W] each
+        # Each view is its own pass, as main.py (`z1 = self.projector(self.backbone(y1))`, then y2).
+        z1, z2 = self.forward_encoder(x1), self.forward_encoder(x2)  # [N, D] each
+        loss = barlow_twins_loss(z1, z2, self.cfg.lambd)
+        with torch.no_grad():
+            # Mean per-feature std of the raw projections: near 0 signals a collapsed projector.
+            z_std = torch.cat([z1, z2]).float().std(0).mean()
+        return {"loss": loss, "z_std": z_std}

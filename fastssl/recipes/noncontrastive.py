@@ -1,0 +1,122 @@
+"""Non-contrastive recipes: VICReg, Barlow Twins, SimSiam (no negatives, no EMA target)."""
+
+from __future__ import annotations
+
+from fastssl.config import Config
+from fastssl.recipes.simclr import default
+
+
+def _cpu(name: str, method: str) -> Config:
+    """The digits setting of `default` (tiny ResNet, 16 px, batch 128, 20 epochs, AdamW) with
+    `method` in place of SimCLR."""
+    c = default()
+    c.recipe = name
+    c.set_method(method)
+    c.train.out = f"runs/{name}"
+    return c
+
+
+def vicreg_cpu() -> Config:
+    """VICReg on the built-in digits (16 px, tiny ResNet): trains in minutes on 2 CPU cores."""
+    # The paper's expander shape (3 layers, as wide as its output) narrowed to 256-256-256 for the
+    # tiny ResNet's 64 features; weights 25/25/1 as the paper. AdamW lr, measured on digits.
+    c = _cpu("vicreg-cpu", "vicreg")
+    m = c.method
+    m.proj_hidden_dim, m.proj_dim, m.proj_layers = 256, 256, 3
+    return c
+
+
+def barlowtwins_cpu() -> Config:
+    """Barlow Twins on the built-in digits (16 px, tiny ResNet): trains in minutes on 2 CPU cores."""
+    # The paper's projector shape narrowed to 256-256-256; lambd 0.0051 as main.py (with D = 256
+    # the off-diagonal sum has ~32x fewer terms than at 8192, so it weighs less, as in the paper's
+    # Fig. 4 sweep, where lambd is insensitive within an order of magnitude).
+    c = _cpu("barlowtwins-cpu", "barlowtwins")
+    m = c.method
+    m.proj_hidden_dim, m.proj_dim, m.proj_layers, m.lambd = 256, 256, 3, 0.0051
+    return c
+
+
+def simsiam_cpu() -> Config:
+    """SimSiam on the built-in digits (16 px, tiny ResNet): trains in minutes on 2 CPU cores."""
+    # The paper's heads narrowed: projector 3 layers 256-256 (builder.py uses the backbone's
+    # width), predictor bottleneck 256-64-256 (2048-512-2048 in the paper, the same 4x ratio);
+    # the predictor keeps the peak lr (--fix-pred-lr).
+    c = _cpu("simsiam-cpu", "simsiam")
+    m = c.method
+    m.proj_hidden_dim, m.proj_dim, m.proj_layers, m.pred_hidden_dim = 256, 256, 3, 64
+    return c
+
+
+def _imagenet(name: str, method: str) -> Config:
+    c = Config(recipe=name)
+    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 224, "auto", 8
+    c.data.dtype = "bf16"
+    c.model.name = "resnet50"
+    c.set_method(method)
+    c.train.out, c.train.knn_at_end = f"runs/{name}", False
+    return c
+
+
+def vicreg_resnet50_imagenet() -> Config:
+    """VICReg's ImageNet setting (ResNet-50, batch 2048, LARS, 1000 epochs), for GPU runs."""
+    # Bardes et al. 2022, Sec. 4.1 and App. C; facebookresearch/vicreg main_vicreg.py: expander
+    # 8192-8192-8192, lambda = mu = 25, nu = 1; LARS (eta 0.001, no decay or adaptation on biases
+    # and norms), lr = base_lr 0.2 x batch / 256, wd 1e-6, batch 2048, 10 warm-up epochs then
+    # cosine to lr x 0.001 (adjust_learning_rate end_lr); 1000 epochs (paper; main_vicreg.py's
+    # default --epochs is 100). Augmentation: BYOL's (the AugConfig defaults: blur 1.0 / 0.1,
+    # solarisation 0 / 0.2, jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2, crop 0.08-1).
+    c = _imagenet("vicreg-resnet50-imagenet", "vicreg")
+    m = c.method
+    m.proj_hidden_dim, m.proj_dim, m.proj_layers = 8192, 8192, 3
+    m.sim_weight, m.var_weight, m.cov_weight = 25.0, 25.0, 1.0
+    c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "lars", 0.2, 1e-6, 10
+    c.optim.lars_eta, c.optim.min_lr_ratio = 0.001, 0.001
+    c.train.epochs, c.train.batch_size = 1000, 2048
+    return c
+
+
+def barlowtwins_resnet50_imagenet() -> Config:
+    """Barlow Twins' ImageNet setting (ResNet-50, batch 2048, LARS, 1000 epochs), for GPU runs."""
+    # Zbontar et al. 2021, Sec. 4; facebookresearch/barlowtwins main.py: projector 8192-8192-8192,
+    # lambd 0.0051; LARS (eta 0.001, biases and BN excluded from decay and adaptation),
+    # --learning-rate-weights 0.2 x batch / 256, wd 1.5e-6 (paper Sec. 4; main.py's default is
+    # 1e-6), batch 2048, 10 warm-up epochs then cosine to lr x 0.001, 1000 epochs. main.py's
+    # biases and BN take their own lr (--learning-rate-biases 0.0048); here they share the
+    # weights' lr (fastssl has one schedule). Augmentation: BYOL's (AugConfig defaults).
+    c = _imagenet("barlowtwins-resnet50-imagenet", "barlowtwins")
+    m = c.method
+    m.proj_hidden_dim, m.proj_dim, m.proj_layers, m.lambd = 8192, 8192, 3, 0.0051
+    c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "lars", 0.2, 1.5e-6, 10
+    c.optim.lars_eta, c.optim.min_lr_ratio = 0.001, 0.001
+    c.train.epochs, c.train.batch_size = 1000, 2048
+    return c
+
+
+def simsiam_resnet50_imagenet() -> Config:
+    """SimSiam's ImageNet setting (ResNet-50, batch 512, SGD lr 0.1, 100 epochs), for GPU runs."""
+    # Chen & He 2021, Sec. 4.1; facebookresearch/simsiam main_simsiam.py: SGD lr 0.05 x batch / 256
+    # (= 0.1 at batch 512), momentum 0.9, wd 1e-4, cosine with no warm-up, 100 epochs, --fix-pred-lr;
+    # projector 2048 x 3 with an affine-free output BN, predictor 2048-512-2048 (builder.py).
+    # Augmentation: MoCo v2's (crop 0.2-1, jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale 0.2,
+    # blur p 0.5, flip). main_simsiam.py decays every parameter; here biases and BN are not decayed.
+    c = _imagenet("simsiam-resnet50-imagenet", "simsiam")
+    c.aug.crop_scale_min = 0.2
+    c.aug.brightness, c.aug.contrast, c.aug.saturation, c.aug.hue = 0.4, 0.4, 0.4, 0.1
+    c.aug.blur_p, c.aug.solarize_p = (0.5, 0.5), (0.0, 0.0)
+    m = c.method
+    m.proj_hidden_dim, m.proj_dim, m.proj_layers, m.pred_hidden_dim, m.fix_pred_lr = 2048, 2048, 3, 512, True
+    c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.momentum = "sgd", 0.05, 1e-4, 0.9
+    c.optim.warmup_epochs, c.optim.min_lr_ratio = 0, 0.0
+    c.train.epochs, c.train.batch_size = 100, 512
+    return c
+
+
+RECIPES = {
+    "vicreg-cpu": vicreg_cpu,
+    "barlowtwins-cpu": barlowtwins_cpu,
+    "simsiam-cpu": simsiam_cpu,
+    "vicreg-resnet50-imagenet": vicreg_resnet50_imagenet,
+    "barlowtwins-resnet50-imagenet": barlowtwins_resnet50_imagenet,
+    "simsiam-resnet50-imagenet": simsiam_resnet50_imagenet,
+}
