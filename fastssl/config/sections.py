@@ -124,13 +124,13 @@ class TrainConfig:
     # Recompute each shard unit's activations in backward (ViT blocks, ResNet stages): less memory,
     # about one extra forward of compute. Applied before compile and sharding (fastssl/parallel).
     activation_checkpointing: bool = False
-    # Wall-clock budget ("10m", "2h"; "" = none): the schedule is laid over the steps that fit,
-    # measured after a short warm-up (fastssl/train/time_budget.py).
+    # Wall-clock budget ("30s", "10m", "2h"; "" = none): the schedule is laid over the steps that
+    # fit, timed on steps the loader did not prefetch (fastssl/train/time_budget.py).
     time_budget: str = ""
-    # Re-plan the remaining steps when the projected end misses the budget by more than this share
-    # of it (a machine that got busier or freer, or a plan from 5 noisy steps); the schedule is
-    # remapped, not restarted. 0 = plan once after the warm-up and never revise. At 0.1 a 30-minute
-    # cifar10-cpu run whose first steps were slow (0.775 s vs 0.70 s later) stopped 256 s early.
+    # Re-plan the remaining steps (warm-up included) when the projected end misses the budget by
+    # more than this share of it, narrowing to half of it over the run's second half; the schedule
+    # is remapped, not restarted. 0 = plan once and never revise. Measured in benchmarks/README.md
+    # and README.md "Time budgets" (0.1 stopped a 30-minute run 256 s early).
     time_budget_tolerance: float = 0.05
 
 
