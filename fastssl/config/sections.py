@@ -129,8 +129,8 @@ class TrainConfig:
     time_budget: str = ""
     # Re-plan the remaining steps (warm-up included) when the projected end misses the budget by
     # more than this share of it, narrowing to half of it over the run's second half; the schedule
-    # is remapped, not restarted. 0 = plan once and never revise. Measured in benchmarks/README.md
-    # and README.md "Time budgets" (0.1 stopped a 30-minute run 256 s early).
+    # is remapped, not restarted. 0 = plan once and never revise. Why 0.05: README.md "Time to
+    # accuracy" (at 0.1 a 30-minute run planned from slow first steps stopped 256 s early).
     time_budget_tolerance: float = 0.05
 
 
