@@ -87,27 +87,16 @@ def param_groups(model: nn.Module, weight_decay: float, fixed_lr: Iterable[nn.Pa
     return groups
 
 
-def hold_fixed_lr(optimizer: torch.optim.Optimizer, peak_lr: float) -> None:
-    """Before each step, groups with `fixed_lr=True` take `peak_lr` instead of the lr the schedule
-    set (SimSiam's main_simsiam.py adjust_learning_rate: `fix_lr` groups keep init_lr). A group
-    lr of 0 stays 0: that is "no step" (the engines' state-initialising step), not a schedule value."""
-
-    def hook(opt: torch.optim.Optimizer, args, kwargs) -> None:
-        for g in opt.param_groups:
-            if g.get("fixed_lr") and g["lr"] > 0:
-                g["lr"] = peak_lr
-
-    optimizer.register_step_pre_hook(hook)
-
-
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
-    """`lr` is the peak lr; a method's `fixed_lr_params()` keep it all run (`hold_fixed_lr`)."""
+    """`lr` is the peak lr. A method's `fixed_lr_params()` keep it all run (SimSiam's main_simsiam.py
+    adjust_learning_rate: `fix_lr` groups keep init_lr): their groups carry it as `fixed_lr`, which
+    `Engine.set_lr` gives them in place of the schedule's value."""
     fixed = model.fixed_lr_params() if isinstance(model, SSLMethod) else []
     groups = param_groups(model, cfg.weight_decay, fixed)
-    opt = _make(groups, cfg, lr)
-    if fixed:
-        hold_fixed_lr(opt, lr)
-    return opt
+    for g in groups:
+        if g.get("fixed_lr"):
+            g["fixed_lr"] = lr
+    return _make(groups, cfg, lr)
 
 
 def _make(groups: list[dict], cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:

@@ -1,9 +1,12 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fastssl.config import OptimConfig
+from fastssl.parallel.engines.base import Engine
 from fastssl.recipes import get_recipe
 from fastssl.train.optim import build_optimizer
 from tests.methods.noncontrastive_common import (assert_logged_scalars, assert_sgd_step_moves_weights, cli_run,
@@ -66,8 +69,7 @@ def _step_with_schedule_lr(m, sched_lr, peak_lr=0.1):
     opt = build_optimizer(m, OptimConfig(name="sgd", weight_decay=0.0, momentum=0.0), lr=peak_lr)
     m(views())["loss"].backward()
     before = {k: (p.detach().clone(), p.grad.clone()) for k, p in m.named_parameters() if p.grad is not None}
-    for g in opt.param_groups:
-        g["lr"] = sched_lr
+    Engine.set_lr(SimpleNamespace(optimizer=opt), sched_lr)
     opt.step()
     return opt, before
 
