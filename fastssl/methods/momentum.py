@@ -56,12 +56,11 @@ def ema_update_(target: nn.Module, online: nn.Module, momentum: float,
     increment (1 - m)(online - target) below half a bf16 unit (2^-9 relative): at m = 0.999 most of
     each step. Buffers (BatchNorm running statistics) are copied rather than averaged, as BYOL and
     MoCo's reference implementations do (the target's BN runs in train mode on its own batch anyway).
+    The engines check once, after wrapping, that every accumulator is fp32 (`Engine.check_fp32_state`),
+    not here on every step; a copy (momentum 0, DeepCluster's snapshot) is exact in any dtype.
     """
     t_params, o_params = ema_sources(target, online)
     acc = t_params if master is None else master
-    if any(a.dtype != torch.float32 for a in acc):
-        raise RuntimeError(f"EMA accumulators must be fp32, got {sorted({str(a.dtype) for a in acc})}; keep an "
-                           "fp32 master of a target whose parameters are bf16 (Engine.ema_state)")
     if acc:
         if any(o.dtype != a.dtype for o, a in zip(o_params, acc)):
             o_params = [o.to(a.dtype) for o, a in zip(o_params, acc)]

@@ -89,3 +89,12 @@ def test_momentum_pairs_cover_the_target_and_shard_units_include_it():
     units = m.shard_units()
     assert all(any(u is b for u in units) for b in m.target_backbone.blocks())
     assert all(any(u is b for u in units) for b in m.backbone.blocks())
+
+
+def test_a_momentum_0_copy_works_on_bf16_parameters():
+    """DeepCluster's snapshot is ema_update_ at momentum 0; under DeepSpeed's bf16 mode its
+    parameters are bf16 with no fp32 master, and the copy must still be exact."""
+    online = torch.nn.Linear(4, 3).to(torch.bfloat16)
+    target = torch.nn.Linear(4, 3).to(torch.bfloat16)
+    ema_update_(target, online, 0.0)
+    assert all(torch.equal(t, o) for t, o in zip(target.parameters(), online.parameters()))
