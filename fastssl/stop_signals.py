@@ -21,6 +21,9 @@ normally when the loader shuts down.
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util  # registers its exit handler now, so ours (registered later) runs first
 import signal
 from typing import Any
 
@@ -32,6 +35,29 @@ def ignore_stop_signals(_worker_id: int = 0) -> None:
     """`worker_init_fn` of every loader worker: the main process decides when workers end."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+
+
+def kill_workers_at_exit() -> None:
+    """In the main process, once: SIGKILL the loader workers still alive when the interpreter exits.
+
+    At exit, multiprocessing terminates daemonic children with SIGTERM and waits for them; loader
+    workers ignore SIGTERM (above), so a run that ends by an exception while any loader (training,
+    evaluation, DeepCluster's image pass) still holds workers would wait forever. Registered after
+    multiprocessing's own handler, so it runs first (atexit is last-in, first-out).
+    """
+    global _KILL_REGISTERED
+    if not _KILL_REGISTERED:
+        atexit.register(_kill_daemonic_children)
+        _KILL_REGISTERED = True
+
+
+_KILL_REGISTERED = False
+
+
+def _kill_daemonic_children() -> None:
+    for child in multiprocessing.active_children():
+        if child.daemon:  # DataLoader workers; never a process the user started
+            child.kill()
 
 
 def exit_status(signum: int) -> int:

@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -57,3 +58,19 @@ def test_loader_workers_survive_a_sigterm_sent_to_the_group():
             subprocess.run(["kill", "-TERM", str(pid)], check=True)  # not the parent: as `kill -- -PGID`
         rest = [int(b[0, 0]) for b in it]
     assert rest == list(range(2, 8))
+
+
+def test_an_error_while_loader_workers_live_does_not_block_the_exit(tmp_path):
+    """Workers ignore SIGTERM, which is how the interpreter's exit ends daemonic children: a run that
+    raises while any loader holds live workers (here an iterator kept alive by a global) must still
+    exit, with the error's status."""
+    code = (
+        "import torch\n"
+        "from fastssl.data.backends.torch_loader import UserErrorDataLoader\n"
+        "loader = UserErrorDataLoader(torch.arange(64.0), batch_size=4, num_workers=2)\n"
+        "it = iter(loader); next(it)\n"
+        "raise RuntimeError('a bug after the workers started')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 1 and "a bug after the workers started" in r.stderr, r.stderr[-2000:]

@@ -21,7 +21,7 @@ from fastssl.data.sources.base import ImageSource
 from fastssl.data.views import ViewSpec
 from fastssl.distributed import World
 from fastssl.errors import FastSSLError
-from fastssl.stop_signals import ignore_stop_signals
+from fastssl.stop_signals import ignore_stop_signals, kill_workers_at_exit
 
 
 def unwrap_worker_error(error: FastSSLError) -> FastSSLError:
@@ -43,6 +43,7 @@ class UserErrorDataLoader(DataLoader):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("worker_init_fn", ignore_stop_signals)
+        kill_workers_at_exit()  # workers that ignore SIGTERM must not block the interpreter's exit
         super().__init__(*args, **kwargs)
 
     def __iter__(self) -> Iterator:
