@@ -87,7 +87,8 @@ class DeepClusterV2(SSLMethod):
         ema_update_(self.snapshot_projector, self.projector, 0.0)
         device = self.centroids0.device
         parts = [self.forward_snapshot(x.to(device, non_blocking=True)) for x in images()]
-        feats = torch.cat(parts) if parts else torch.zeros(0, self.cfg.proj_dim, device=device)  # [N_local, D]
+        # k-means in fp32 whatever the engine computes in (bf16 would blur the assignments).
+        feats = torch.cat(parts).float() if parts else torch.zeros(0, self.cfg.proj_dim, device=device)  # [N_local, D]
         for h, k in enumerate(self.cfg.ks()):
             # Seeded by (epoch, head): every rank draws the same initial centroids, and a
             # resumed run re-clusters exactly as the uninterrupted one would.

@@ -145,7 +145,9 @@ class Trainer:
             self.log.close()
 
     def _loop(self) -> None:
-        images = training_images(self.cfg, self.world)  # opened only if a method asks (DeepCluster v2)
+        raw = training_images(self.cfg, self.world)  # opened only if a method asks (DeepCluster v2)
+        # In the dtype the engine's model takes, as the step's views are (DeepSpeed bf16: bf16).
+        images = lambda: (self.engine.prepare_inputs([x])[0] for x in raw())
         while self.step < self.plan.total_steps and not self.stop.requested:
             epoch, start_in_epoch = divmod(self.step, self.steps_per_epoch)
             if start_in_epoch == 0:
