@@ -116,9 +116,8 @@ class KnnMonitor:
         self.every_steps, self.every_s = parse_every(cfg.eval.knn_every)
         self.seconds = 0.0  # wall time spent evaluating; the trainer subtracts it
         self._next_s = self.every_s
-        self._sources = None
-        if self.enabled:
-            self._sources = self._open_sources()
+        # Opened now, so data it cannot evaluate is refused before any training.
+        self._sources = self._open_sources() if self.enabled else None
 
     def _open_sources(self) -> tuple[Any, Any]:
         # Refused before any training, not skipped: the user asked for this curve, and a run
@@ -157,8 +156,6 @@ class KnnMonitor:
         from fastssl.eval.knn import knn_eval
 
         t0 = time.perf_counter()
-        if self._sources is None:
-            self._sources = self._open_sources()
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         try:
