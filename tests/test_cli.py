@@ -18,7 +18,7 @@ def _err(capsys):
     "argv, fragment",
     [
         (["train", "--train.batch_sise=3"], "Did you mean 'train.batch_size'"),
-        (["train", "--recipe", "simclr-cifar"], "unknown recipe"),
+        (["train", "--recipe", "simclr-cifar"], "unknown --recipe="),
         (["train", "--train.epochs"], "has no value"),
         (["train", "stray"], "--section.key=value"),
         (["train", "--data.path=/no/such/folder", "--data.dataset=npz"], "/no/such/folder"),

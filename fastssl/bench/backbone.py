@@ -35,6 +35,7 @@ from fastssl.bench.mfu import device_peak_flops, mfu
 from fastssl.bench.report import RowSink, add_output_options, emit, log
 from fastssl.data.dtypes import output_dtype
 from fastssl.errors import FastSSLError
+from fastssl.registry import BENCHMARKS
 
 CPU_MODELS = "resnet-tiny,resnet18-cifar,resnet18,resnet50,vit_tiny,vit_small"
 CUDA_MODELS = "resnet18-cifar,resnet18,resnet50,vit_tiny,vit_small,vit_base"
@@ -162,7 +163,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def register(sub: Any) -> None:
+@BENCHMARKS.register("backbone")
+def add_parser(sub: Any) -> None:
     p = sub.add_parser("backbone", help="forward+backward images/s per backbone", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=None, help=f"comma-separated (default CPU {CPU_MODELS}; CUDA {CUDA_MODELS})")
     p.add_argument("--image-size", type=int, default=0, help="one size for every model (default: each recipe's)")

@@ -24,6 +24,7 @@ from typing import Any
 from fastssl.bench.harness import Provenance, bench_device, cuda_sync, load_average, measure
 from fastssl.bench.report import add_output_options, emit, log
 from fastssl.errors import FastSSLError
+from fastssl.registry import BENCHMARKS
 
 FIELDS = (
     "backend", "image_size", "views", "batch", "steps", "repeats", "images_per_s", "images_per_s_p10",
@@ -126,7 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def register(sub: Any) -> None:
+@BENCHMARKS.register("loader")
+def add_parser(sub: Any) -> None:
     b = sub.add_parser("loader", help="images/s of data backends", description=__doc__.split("\n\n")[0])
     b.add_argument("--backend", default="torch",
                    help="torch | dali | dali-cpu | gpu-tensor | auto, or a comma-separated list to compare")

@@ -42,6 +42,7 @@ from fastssl.bench.mfu import device_peak_flops, mfu
 from fastssl.bench.report import RowSink, add_output_options, emit, log
 from fastssl.data.dtypes import output_dtype
 from fastssl.errors import FastSSLError
+from fastssl.registry import BENCHMARKS
 
 PROVIDERS = ("torch", "chunked", "triton")
 # Exponent of 2N in each provider's peak memory: the reference materialises [2N, 2N] logits;
@@ -337,7 +338,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def register(sub: Any) -> None:
+@BENCHMARKS.register("loss")
+def add_parser(sub: Any) -> None:
     p = sub.add_parser("loss", help="NT-Xent providers: time, memory, TFLOP/s, largest 2N in a budget",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default=None, help=f"2N values (default CPU {CPU_SIZES}; CUDA {CUDA_SIZES})")

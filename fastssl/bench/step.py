@@ -41,6 +41,7 @@ from fastssl.bench.harness import Provenance, bench_device, cuda_sync, load_aver
 from fastssl.bench.mfu import device_peak_flops, mfu
 from fastssl.bench.report import RowSink, add_output_options, emit, log
 from fastssl.errors import FastSSLError
+from fastssl.registry import BENCHMARKS
 
 STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3", "deepspeed")
 MIB = 2**20
@@ -264,7 +265,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         destroy_distributed()
 
 
-def register(sub: Any) -> None:
+@BENCHMARKS.register("step")
+def add_parser(sub: Any) -> None:
     p = sub.add_parser("step", help="the SSL training step per strategy: per-rank memory, collectives, images/s",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--strategy", default="ddp,fsdp,zero3", help=f"comma-separated: {', '.join(STRATEGIES)}")

@@ -30,6 +30,7 @@ from fastssl.bench.harness import Provenance, bench_device, load_average
 from fastssl.bench.mfu import device_peak_flops, mfu
 from fastssl.bench.report import RowSink, add_output_options, emit, log
 from fastssl.errors import FastSSLError
+from fastssl.registry import BENCHMARKS
 
 FIELDS = (
     "run", "method", "model", "image_size", "strategy", "precision", "loss_impl", "batch", "gpus", "steps",
@@ -132,7 +133,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def register(sub: Any) -> None:
+@BENCHMARKS.register("train")
+def add_parser(sub: Any) -> None:
     p = sub.add_parser("train", help="images/s and MFU of finished `fastssl train` runs",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--run", nargs="+", default=[], help="run folders (--train.out of each run)")

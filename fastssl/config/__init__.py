@@ -18,7 +18,6 @@ from fastssl.config.config import (
     validate,
 )
 from fastssl.config.methods import (
-    METHOD_CONFIGS,
     BYOLConfig,
     DINOConfig,
     MAEConfig,
@@ -26,12 +25,9 @@ from fastssl.config.methods import (
     MoCoV2Config,
     MoCoV3Config,
     SimCLRConfig,
-    register_method_config,
+    method_config_class,
+    method_configs,
 )
-# Families defined in their own files register themselves on import.
-from fastssl.config import clustering as _clustering  # noqa: E402,F401
-from fastssl.config import noncontrastive as _noncontrastive  # noqa: E402,F401
-from fastssl.config import pretext as _pretext  # noqa: E402,F401
 from fastssl.config.sections import (
     AugConfig,
     DataConfig,
@@ -43,7 +39,7 @@ from fastssl.config.sections import (
 )
 
 __all__ = [
-    "METHOD_CONFIGS", "AugConfig", "BYOLConfig", "Config", "DINOConfig", "DataConfig", "DistConfig", "EvalConfig",
+    "AugConfig", "BYOLConfig", "Config", "DINOConfig", "DataConfig", "DistConfig", "EvalConfig",
     "MAEConfig", "MethodConfig", "ModelConfig", "MoCoV2Config", "MoCoV3Config", "OptimConfig", "SimCLRConfig",
-    "RUN_RECORD_KEYS", "TrainConfig", "all_keys", "apply_overrides", "diff_configs", "flat_config", "format_config", "register_method_config", "set_value", "validate",
+    "RUN_RECORD_KEYS", "TrainConfig", "all_keys", "apply_overrides", "diff_configs", "flat_config", "format_config", "method_config_class", "method_configs", "set_value", "validate",
 ]

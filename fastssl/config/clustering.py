@@ -1,16 +1,15 @@
-"""Method configs of the clustering family, registered into METHOD_CONFIGS (see methods.py).
+"""Method configs of the clustering family; each method registers its class with it (fastssl/registry.py).
 
-Each class is decorated with `@register_method_config`; every default cites its paper or repository.
+Every default cites its paper or repository.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastssl.config.methods import MethodConfig, register_method_config
+from fastssl.config.methods import MethodConfig
 
 
-@register_method_config
 @dataclass
 class SwAVConfig(MethodConfig):
     name: str = "swav"
@@ -49,7 +48,6 @@ class SwAVConfig(MethodConfig):
         return problems
 
 
-@register_method_config
 @dataclass
 class DeepClusterV2Config(MethodConfig):
     name: str = "deepcluster"

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastssl.config.methods import METHOD_CONFIGS, MethodConfig, SimCLRConfig, method_keys
+from fastssl.config.methods import MethodConfig, SimCLRConfig, method_config_class, method_keys
 from fastssl.config.sections import (
     AugConfig,
     DataConfig,
@@ -138,13 +138,11 @@ def _example(typ: Any) -> Any:
 
 
 def _switch_method(cfg: Config, name: str) -> None:
-    if name not in METHOD_CONFIGS:
-        raise FastSSLError(f"unknown method.name '{name}'.{did_you_mean(name, METHOD_CONFIGS)} "
-                           f"Choose one of: {', '.join(METHOD_CONFIGS)}")
+    cls = method_config_class(name)
     old = cfg.method
-    if type(old) is METHOD_CONFIGS[name]:
+    if type(old) is cls:
         return
-    new = METHOD_CONFIGS[name]()
+    new = cls()
     old_defaults = type(old)()
     # Keep what the recipe or an earlier override deliberately set, where the new method has it.
     for f in dataclasses.fields(new):

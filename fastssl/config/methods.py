@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from fastssl.registry import METHODS
+
 
 @dataclass
 class MethodConfig:
@@ -173,26 +175,19 @@ class DINOConfig(MethodConfig):
     center_momentum: float = 0.9
 
 
-METHOD_CONFIGS: dict[str, type[MethodConfig]] = {
-    "simclr": SimCLRConfig,
-    "byol": BYOLConfig,
-    "mocov2": MoCoV2Config,
-    "mocov3": MoCoV3Config,
-    "mae": MAEConfig,
-    "dino": DINOConfig,
-}
+def method_configs() -> dict[str, type[MethodConfig]]:
+    """method.name -> its config class, as each method registered it (fastssl/registry.py)."""
+    return {e.name: e.meta["config"] for e in METHODS.entries()}
 
 
-def register_method_config(cls: type[MethodConfig]) -> type[MethodConfig]:
-    """For methods defined outside this file (plugins, later families): `@register_method_config`."""
-    METHOD_CONFIGS[cls().name] = cls
-    return cls
+def method_config_class(name: str) -> type[MethodConfig]:
+    return METHODS.entry(name).meta["config"]
 
 
 def method_keys() -> dict[str, list[str]]:
     """key -> the methods that have it."""
     out: dict[str, list[str]] = {}
-    for name, cls in METHOD_CONFIGS.items():
+    for name, cls in method_configs().items():
         for f in fields(cls):
             out.setdefault(f.name, []).append(name)
     return out

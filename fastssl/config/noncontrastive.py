@@ -1,18 +1,16 @@
-"""Method configs of the non-contrastive family (VICReg, Barlow Twins, SimSiam), registered into
-METHOD_CONFIGS (see methods.py).
+"""Method configs of the non-contrastive family (VICReg, Barlow Twins, SimSiam); each method
+registers its class with it (fastssl/registry.py).
 
-Each class is decorated with `@register_method_config`; every default cites its paper or
-reference repository. Range checks run in `check()` (called by `Config.validate()`).
+Every default cites its paper or reference repository. Range checks run in `check()` (called by `Config.validate()`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastssl.config.methods import MethodConfig, register_method_config
+from fastssl.config.methods import MethodConfig
 
 
-@register_method_config
 @dataclass
 class VICRegConfig(MethodConfig):
     name: str = "vicreg"
@@ -34,7 +32,6 @@ class VICRegConfig(MethodConfig):
         return problems
 
 
-@register_method_config
 @dataclass
 class BarlowTwinsConfig(MethodConfig):
     name: str = "barlowtwins"
@@ -53,7 +50,6 @@ class BarlowTwinsConfig(MethodConfig):
         return problems
 
 
-@register_method_config
 @dataclass
 class SimSiamConfig(MethodConfig):
     name: str = "simsiam"

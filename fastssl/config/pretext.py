@@ -1,6 +1,6 @@
-"""Method configs of the pretext family, registered into METHOD_CONFIGS (see methods.py).
+"""Method configs of the pretext family; each method registers its class with it (fastssl/registry.py).
 
-Each class is decorated with `@register_method_config`; every default cites its paper or repository.
+Every default cites its paper or repository.
 Sizes that depend on the image (jigsaw tiles, CPC patches, colourisation cells) are set by the
 recipes; the defaults here are the papers' ImageNet settings.
 """
@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastssl.config.methods import MethodConfig, register_method_config
+from fastssl.config.methods import MethodConfig
 
 
-@register_method_config
 @dataclass
 class RotationConfig(MethodConfig):
     name: str = "rotation"
@@ -33,7 +32,6 @@ class RotationConfig(MethodConfig):
         return problems
 
 
-@register_method_config
 @dataclass
 class JigsawConfig(MethodConfig):
     name: str = "jigsaw"
@@ -73,7 +71,6 @@ class JigsawConfig(MethodConfig):
         return problems
 
 
-@register_method_config
 @dataclass
 class ColorizeConfig(MethodConfig):
     name: str = "colorize"
@@ -124,7 +121,6 @@ class ColorizeConfig(MethodConfig):
         return problems
 
 
-@register_method_config
 @dataclass
 class CPCConfig(MethodConfig):
     name: str = "cpc"

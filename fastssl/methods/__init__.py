@@ -1,13 +1,14 @@
 """Self-supervised methods. Each takes the batch of views and returns {"loss", ...scalars}.
 
 Every method subclasses `fastssl.methods.base.SSLMethod` (the protocol the trainer and the
-engines rely on) and reads its own config class (`fastssl.config.methods`).
+engines rely on) and registers itself with its config class at the class
+(`@METHODS.register("simclr", config=SimCLRConfig)`, fastssl/registry.py). Importing this package
+imports every method module, which fills the registry.
 """
 
 from __future__ import annotations
 
 from fastssl.config import Config
-from fastssl.errors import FastSSLError, did_you_mean
 from fastssl.methods.barlow_twins import BarlowTwins
 from fastssl.methods.base import SSLMethod
 from fastssl.methods.byol import BYOL
@@ -25,18 +26,11 @@ from fastssl.methods.simsiam import SimSiam
 from fastssl.methods.swav import SwAV
 from fastssl.methods.vicreg import VICReg
 from fastssl.models.backbone import build_backbone
-
-METHODS: dict[str, type[SSLMethod]] = {"simclr": SimCLR, "byol": BYOL, "mae": MAE, "dino": DINO,
-                                     "mocov2": MoCoV2, "mocov3": MoCoV3}
-METHODS.update({"swav": SwAV, "deepcluster": DeepClusterV2})
-METHODS.update({"rotation": Rotation, "jigsaw": Jigsaw, "colorize": Colorize, "cpc": CPC})
-METHODS.update({"vicreg": VICReg, "barlowtwins": BarlowTwins, "simsiam": SimSiam})
+from fastssl.registry import METHODS
 
 
 def method_class(name: str) -> type[SSLMethod]:
-    if name not in METHODS:
-        raise FastSSLError(f"unknown method.name '{name}'.{did_you_mean(name, METHODS)} Choose one of: {', '.join(METHODS)}")
-    return METHODS[name]
+    return METHODS.get(name)
 
 
 def build_method(cfg: Config) -> SSLMethod:
@@ -45,4 +39,6 @@ def build_method(cfg: Config) -> SSLMethod:
     return cls(backbone, cfg.method)
 
 
-__all__ = ["METHODS", "BarlowTwins", "SimSiam", "VICReg", "CPC", "Colorize", "Jigsaw", "Rotation", "BYOL", "DeepClusterV2", "SwAV", "DINO", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR", "build_method", "method_class"]
+__all__ = ["METHODS", "BarlowTwins", "SimSiam", "VICReg", "CPC", "Colorize", "Jigsaw", "Rotation", "BYOL",
+           "DeepClusterV2", "SwAV", "DINO", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR", "build_method",
+           "method_class"]

@@ -17,8 +17,10 @@ from fastssl.losses import barlow_twins_loss
 from fastssl.methods.base import SSLMethod
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
+from fastssl.registry import METHODS
 
 
+@METHODS.register("barlowtwins", config=BarlowTwinsConfig)
 class BarlowTwins(SSLMethod):
     needs_pairs = True  # the batch normalisation in the loss needs >= 2 samples
 

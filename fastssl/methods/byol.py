@@ -17,8 +17,10 @@ from fastssl.losses import byol_loss
 from fastssl.methods.base import SSLMethod
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
+from fastssl.registry import METHODS
 
 
+@METHODS.register("byol", config=BYOLConfig)
 class BYOL(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: BYOLConfig):
         super().__init__(backbone, cfg)

@@ -45,6 +45,7 @@ from fastssl.methods.lab_colour import (
 )
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
+from fastssl.registry import METHODS
 
 if TYPE_CHECKING:
     from fastssl.config import Config
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 GRAY_THRESHOLD = 5.0
 
 
+@METHODS.register("colorize", config=ColorizeConfig)
 class Colorize(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: ColorizeConfig):
         super().__init__(backbone, cfg)

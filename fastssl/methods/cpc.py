@@ -34,6 +34,7 @@ from fastssl.losses import info_nce
 from fastssl.methods.base import SSLMethod
 from fastssl.models.backbone import Backbone
 from fastssl.models.cpc_context import ContextNetwork
+from fastssl.registry import METHODS
 
 if TYPE_CHECKING:
     from fastssl.config import Config
@@ -74,6 +75,7 @@ def patch_grid(x: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
     return p.permute(0, 2, 3, 1, 4, 5)
 
 
+@METHODS.register("cpc", config=CPCConfig)
 class CPC(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: CPCConfig):
         super().__init__(backbone, cfg)

@@ -43,8 +43,10 @@ from fastssl.methods.momentum import ema_update_
 from fastssl.methods.multicrop import forward_multicrop
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
+from fastssl.registry import METHODS
 
 
+@METHODS.register("deepcluster", config=DeepClusterV2Config)
 class DeepClusterV2(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: DeepClusterV2Config):
         super().__init__(backbone, cfg)

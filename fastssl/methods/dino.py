@@ -28,6 +28,7 @@ from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
 from fastssl.models.backbone import Backbone
 from fastssl.models.dino_head import DINOHead
+from fastssl.registry import METHODS
 
 if TYPE_CHECKING:
     from fastssl.config import Config
@@ -68,6 +69,7 @@ def dino_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, center: torc
     return total / terms
 
 
+@METHODS.register("dino", config=DINOConfig)
 class DINO(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: DINOConfig):
         super().__init__(backbone, cfg)

@@ -28,6 +28,7 @@ from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
 from fastssl.methods.batch_draws import global_randint
 from fastssl.models.backbone import Backbone
+from fastssl.registry import METHODS
 
 if TYPE_CHECKING:
     from fastssl.config import Config
@@ -115,6 +116,7 @@ def normalize_tiles(tiles: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return (tiles - mean) / torch.sqrt(var + eps)
 
 
+@METHODS.register("jigsaw", config=JigsawConfig)
 class Jigsaw(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: JigsawConfig):
         super().__init__(backbone, cfg)

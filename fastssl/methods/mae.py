@@ -26,6 +26,7 @@ from fastssl.methods.base import SSLMethod
 from fastssl.models.backbone import Backbone
 from fastssl.models.mae_decoder import MAEDecoder
 from fastssl.models.pos_embed import sincos_pos_embed_2d
+from fastssl.registry import METHODS
 
 if TYPE_CHECKING:
     from fastssl.config import Config
@@ -73,6 +74,7 @@ def random_masking(x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | Non
     return x_visible, mask, ids_restore
 
 
+@METHODS.register("mae", config=MAEConfig)
 class MAE(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: MAEConfig):
         if not backbone.is_vit:

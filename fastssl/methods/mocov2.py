@@ -42,8 +42,10 @@ from fastssl.methods.shuffle_bn import (
 )
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
+from fastssl.registry import METHODS
 
 
+@METHODS.register("mocov2", config=MoCoV2Config)
 class MoCoV2(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: MoCoV2Config):
         super().__init__(backbone, cfg)

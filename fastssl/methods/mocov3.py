@@ -28,8 +28,10 @@ from fastssl.losses import info_nce
 from fastssl.methods.base import SSLMethod
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
+from fastssl.registry import METHODS
 
 
+@METHODS.register("mocov3", config=MoCoV3Config)
 class MoCoV3(SSLMethod):
     needs_pairs = True  # in-batch negatives: a rank alone needs >= 2 samples
 

@@ -23,6 +23,7 @@ from fastssl.config.pretext import RotationConfig
 from fastssl.methods.base import SSLMethod
 from fastssl.methods.batch_draws import global_randint
 from fastssl.models.backbone import Backbone
+from fastssl.registry import METHODS
 
 if TYPE_CHECKING:
     from fastssl.config import Config
@@ -56,6 +57,7 @@ def rotation_head(in_dim: int, hidden_dim: int) -> nn.Module:
                          nn.ReLU(inplace=True), nn.Linear(hidden_dim, NUM_ROTATIONS))
 
 
+@METHODS.register("rotation", config=RotationConfig)
 class Rotation(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: RotationConfig):
         super().__init__(backbone, cfg)

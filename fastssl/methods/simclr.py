@@ -10,8 +10,10 @@ from fastssl.losses import nt_xent
 from fastssl.methods.base import SSLMethod
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
+from fastssl.registry import METHODS
 
 
+@METHODS.register("simclr", config=SimCLRConfig)
 class SimCLR(SSLMethod):
     needs_pairs = True  # the contrastive loss needs >= 2 samples per rank
 

@@ -20,6 +20,7 @@ from fastssl.config.noncontrastive import SimSiamConfig
 from fastssl.methods.base import SSLMethod
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
+from fastssl.registry import METHODS
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -27,6 +28,7 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -F.cosine_similarity(p.float(), z.float(), dim=1).mean()
 
 
+@METHODS.register("simsiam", config=SimSiamConfig)
 class SimSiam(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: SimSiamConfig):
         super().__init__(backbone, cfg)

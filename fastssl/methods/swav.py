@@ -32,8 +32,10 @@ from fastssl.methods.momentum import local_tensor
 from fastssl.methods.multicrop import forward_multicrop
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
+from fastssl.registry import METHODS
 
 
+@METHODS.register("swav", config=SwAVConfig)
 class SwAV(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: SwAVConfig):
         super().__init__(backbone, cfg)

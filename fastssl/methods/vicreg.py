@@ -17,8 +17,10 @@ from fastssl.losses import vicreg_loss
 from fastssl.methods.base import SSLMethod
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
+from fastssl.registry import METHODS
 
 
+@METHODS.register("vicreg", config=VICRegConfig)
 class VICReg(SSLMethod):
     needs_pairs = True  # variance and covariance need >= 2 samples
 

@@ -31,10 +31,6 @@ from fastssl.distributed import World
 from fastssl.methods.base import SSLMethod
 from fastssl.parallel.sync_batchnorm import convert_mixed_batchnorm, convert_sync_batchnorm
 
-# `--dist.strategy` values, one engine each (fastssl/parallel/engines/).
-STRATEGIES = ("ddp", "fsdp", "deepspeed")
-
-
 def apply_memory_format(method: SSLMethod, world: World) -> SSLMethod:
     if world.device.type == "cuda" and not method.backbone.is_vit:
         method.to(memory_format=torch.channels_last)

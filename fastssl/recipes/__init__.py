@@ -1,44 +1,31 @@
 """Recipes: named, complete configs. `--recipe NAME` starts from one; overrides go on top.
 
-One module per method family (simclr.py, byol.py, ...); each exports `RECIPES`, a dict of name ->
-function returning a `Config`, whose docstring's first line is the summary `fastssl recipes`
-prints. Every recipe says in a comment where its numbers come from (paper or repository).
+One module per method family (simclr.py, byol.py, ...); each recipe is a function returning a
+`Config`, registered at its definition (`@RECIPES.register("simclr-resnet50-imagenet")`,
+fastssl/registry.py), whose docstring's first line is the summary `fastssl recipes` prints. Every
+recipe says in a comment where its numbers come from (paper or repository).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Callable
-
 from fastssl.config import Config
-from fastssl.errors import FastSSLError, did_you_mean
 
-# Families in the order `fastssl recipes` lists them; a module that is missing is skipped so
-# that a family can land later without touching this file.
-_FAMILIES = ("simclr", "byol", "mocov2", "mocov3", "mae", "dino", "noncontrastive", "pretext", "clustering",
-             "time_to_accuracy")
-
-
-def _collect() -> dict[str, Callable[[], Config]]:
-    out: dict[str, Callable[[], Config]] = {}
-    for family in _FAMILIES:
-        try:
-            mod = importlib.import_module(f"fastssl.recipes.{family}")
-        except ModuleNotFoundError as e:
-            if e.name != f"fastssl.recipes.{family}":
-                raise
-            continue
-        out.update(mod.RECIPES)
-    return out
-
-
-RECIPES: dict[str, Callable[[], Config]] = _collect()
+# Imported in the order `fastssl recipes` lists the families; each registers its recipes.
+from fastssl.recipes import simclr as _simclr  # noqa: F401
+from fastssl.recipes import byol as _byol  # noqa: F401, I001
+from fastssl.recipes import mocov2 as _mocov2  # noqa: F401, I001
+from fastssl.recipes import mocov3 as _mocov3  # noqa: F401, I001
+from fastssl.recipes import mae as _mae  # noqa: F401, I001
+from fastssl.recipes import dino as _dino  # noqa: F401, I001
+from fastssl.recipes import noncontrastive as _noncontrastive  # noqa: F401, I001
+from fastssl.recipes import pretext as _pretext  # noqa: F401, I001
+from fastssl.recipes import clustering as _clustering  # noqa: F401, I001
+from fastssl.recipes import time_to_accuracy as _time_to_accuracy  # noqa: F401, I001
+from fastssl.registry import RECIPES
 
 
 def get_recipe(name: str) -> Config:
-    if name not in RECIPES:
-        raise FastSSLError(f"unknown recipe '{name}'.{did_you_mean(name, RECIPES, cutoff=0.4)} Run `fastssl recipes` to list them.")
-    cfg = RECIPES[name]()
+    cfg = RECIPES.get(name)()
     cfg.recipe = name
     return cfg
 

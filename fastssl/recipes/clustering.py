@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastssl.config import Config
 from fastssl.recipes.simclr import default
+from fastssl.registry import RECIPES
 
 
+@RECIPES.register("swav-cpu")
 def swav_cpu() -> Config:
     """SwAV on the built-in digits (16 px, resnet-tiny, 2 + 2 crops): minutes on 2 CPU cores."""
     c = default()
@@ -25,6 +27,7 @@ def swav_cpu() -> Config:
     return c
 
 
+@RECIPES.register("deepcluster-cpu")
 def deepcluster_cpu() -> Config:
     """DeepCluster v2 on the built-in digits (16 px, resnet-tiny, k = 30 x 3): minutes on 2 CPU cores."""
     c = default()
@@ -56,6 +59,7 @@ def _imagenet(c: Config, name: str) -> None:
     c.train.out = f"runs/{name}"
 
 
+@RECIPES.register("swav-resnet50-imagenet")
 def swav_resnet50_imagenet() -> Config:
     """SwAV's 800-epoch ImageNet run (batch 4096, 2x224 + 6x96 crops, LARS 4.8), for GPU clusters."""
     # facebookresearch/swav scripts/swav_800ep_pretrain.sh: 64 GPUs x 64 = batch 4096, LARS
@@ -75,6 +79,7 @@ def swav_resnet50_imagenet() -> Config:
     return c
 
 
+@RECIPES.register("swav-resnet50-imagenet-bs256")
 def swav_resnet50_imagenet_bs256() -> Config:
     """SwAV at batch 256 (200 epochs, a queue of 3840 from epoch 15): one 8-GPU node."""
     # facebookresearch/swav scripts/swav_200ep_bs256_pretrain.sh: batch 256 (4 x 64), base lr
@@ -88,6 +93,7 @@ def swav_resnet50_imagenet_bs256() -> Config:
     return c
 
 
+@RECIPES.register("deepcluster-resnet50-imagenet")
 def deepcluster_resnet50_imagenet() -> Config:
     """DeepCluster v2's 800-epoch ImageNet run (3 x 3000 clusters, 2x224 + 6x96 crops), for GPU clusters."""
     # facebookresearch/swav scripts/deepclusterv2_800ep_pretrain.sh: batch 4096, LARS 4.8 ->
@@ -118,6 +124,7 @@ def _cifar10(c: Config, name: str) -> None:
     c.train.epochs, c.train.batch_size, c.train.out = 1000, 256, f"runs/{name}"
 
 
+@RECIPES.register("swav-resnet18-cifar10")
 def swav_resnet18_cifar10() -> Config:
     """SwAV on CIFAR-10 (solo-learn's setting: 3000 prototypes, queue 3840 from epoch 50)."""
     # solo-learn scripts/pretrain/cifar/swav.yaml: proj 2048 -> 128, 3000 prototypes, T 0.1,
@@ -130,6 +137,7 @@ def swav_resnet18_cifar10() -> Config:
     return c
 
 
+@RECIPES.register("deepcluster-resnet18-cifar10")
 def deepcluster_resnet18_cifar10() -> Config:
     """DeepCluster v2 on CIFAR-10 (solo-learn's setting: 3 x 3000 clusters)."""
     # solo-learn scripts/pretrain/cifar/deepclusterv2.yaml: proj 2048 -> 128, prototypes
@@ -140,14 +148,3 @@ def deepcluster_resnet18_cifar10() -> Config:
     m.proj_hidden_dim, m.proj_dim, m.num_prototypes, m.temperature = 2048, 128, "3000,3000,3000", 0.1
     c.optim.warmup_epochs, c.optim.min_lr_ratio = 11, 0.001
     return c
-
-
-RECIPES = {
-    "swav-cpu": swav_cpu,
-    "deepcluster-cpu": deepcluster_cpu,
-    "swav-resnet18-cifar10": swav_resnet18_cifar10,
-    "deepcluster-resnet18-cifar10": deepcluster_resnet18_cifar10,
-    "swav-resnet50-imagenet": swav_resnet50_imagenet,
-    "swav-resnet50-imagenet-bs256": swav_resnet50_imagenet_bs256,
-    "deepcluster-resnet50-imagenet": deepcluster_resnet50_imagenet,
-}

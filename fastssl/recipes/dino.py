@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastssl.config import Config
 from fastssl.recipes.simclr import simclr_resnet18_cifar10
+from fastssl.registry import RECIPES
 
 
+@RECIPES.register("dino-cpu")
 def dino_cpu() -> Config:
     """DINO on the built-in digits: 2 global 16 px + 2 local 8 px crops, tiny ResNet; minutes on 2 CPU cores."""
     # Measured on digits (2-core CPU): a small head (K = 1024 prototypes, bottleneck 64) with
@@ -32,6 +34,7 @@ def dino_cpu() -> Config:
     return c
 
 
+@RECIPES.register("dino-resnet18-cifar10")
 def dino_resnet18_cifar10() -> Config:
     """DINO on CIFAR-10 (solo-learn's setting): ResNet-18, 2 crops, K = 4096, LARS lr 0.3."""
     # solo-learn scripts/pretrain/cifar/dino.yaml (+ augmentations/asymmetric.yaml, solo/methods/
@@ -54,6 +57,7 @@ def dino_resnet18_cifar10() -> Config:
     return c
 
 
+@RECIPES.register("dino-vit-small-imagenet")
 def dino_vit_small_imagenet() -> Config:
     """DINO ViT-S/16 on ImageNet (the README's boosted 300-epoch run), multi-crop on DALI."""
     # facebookresearch/dino README "Boosting DINO performance" full command + main_dino.py
@@ -85,10 +89,3 @@ def dino_vit_small_imagenet() -> Config:
     c.train.epochs, c.train.batch_size, c.train.out = 300, 1024, "runs/dino-vit-small-imagenet"
     c.train.knn_at_end = False
     return c
-
-
-RECIPES = {
-    "dino-cpu": dino_cpu,
-    "dino-resnet18-cifar10": dino_resnet18_cifar10,
-    "dino-vit-small-imagenet": dino_vit_small_imagenet,
-}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastssl.config import Config
+from fastssl.registry import RECIPES
 
 
 def _mae_aug(c: Config, scale_min: float) -> None:
@@ -14,6 +15,7 @@ def _mae_aug(c: Config, scale_min: float) -> None:
     c.aug.blur_p, c.aug.solarize_p = (0.0, 0.0), (0.0, 0.0)
 
 
+@RECIPES.register("mae-cpu")
 def mae_cpu() -> Config:
     """MAE on the built-in digits with a 4-block ViT (4 px patches at 16 px): minutes on 2 CPU cores."""
     # Measured on digits (2-core CPU; numbers in the session report): mask 0.75 of 16 patches
@@ -34,6 +36,7 @@ def mae_cpu() -> Config:
     return c
 
 
+@RECIPES.register("mae-vit-small-cifar10")
 def mae_vit_small_cifar10() -> Config:
     """MAE on CIFAR-10 (solo-learn's setting): ViT-S/4 at 32 px, decoder 512 x 8, AdamW lr 2e-4."""
     # solo-learn scripts/pretrain/cifar/mae.yaml: vit_small, patch 4, img 32; decoder 512 wide,
@@ -55,6 +58,7 @@ def mae_vit_small_cifar10() -> Config:
     return c
 
 
+@RECIPES.register("mae-vit-base-imagenet")
 def mae_vit_base_imagenet() -> Config:
     """MAE ViT-B/16 on ImageNet (the paper's 800-epoch setting), sharded per block with FSDP."""
     # He et al. 2022, App. A.1 / main_pretrain.py: AdamW, blr 1.5e-4 (lr = blr x batch / 256),
@@ -75,10 +79,3 @@ def mae_vit_base_imagenet() -> Config:
     c.train.knn_at_end = False
     c.dist.strategy = "fsdp"  # FSDP2 per encoder and decoder block (MAE.shard_units)
     return c
-
-
-RECIPES = {
-    "mae-cpu": mae_cpu,
-    "mae-vit-small-cifar10": mae_vit_small_cifar10,
-    "mae-vit-base-imagenet": mae_vit_base_imagenet,
-}

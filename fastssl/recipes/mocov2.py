@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastssl.config import Config
 from fastssl.recipes.simclr import default
+from fastssl.registry import RECIPES
 
 
+@RECIPES.register("mocov2-cpu")
 def mocov2_cpu() -> Config:
     """MoCo v2 on the built-in digits (16 px, tiny ResNet): trains in minutes on 2 CPU cores."""
     # The digits setting of `default` (SimCLR); MoCo's knobs scaled to ~1,600 images and 12
@@ -25,6 +27,7 @@ def mocov2_cpu() -> Config:
     return c
 
 
+@RECIPES.register("mocov2-resnet18-cifar10")
 def mocov2_resnet18_cifar10() -> Config:
     """MoCo v2+ on CIFAR-10 (solo-learn's setting), with ShuffleBN over 8 groups."""
     # solo-learn scripts/pretrain/cifar/mocov2plus.yaml: ResNet-18, proj 2048 -> 256, queue 32768,
@@ -49,6 +52,7 @@ def mocov2_resnet18_cifar10() -> Config:
     return c
 
 
+@RECIPES.register("mocov2-resnet50-imagenet")
 def mocov2_resnet50_imagenet() -> Config:
     """MoCo v2's ImageNet setting (ResNet-50, 200 epochs, K 65536, m 0.999, T 0.2), for GPU runs."""
     # Chen et al. 2020 (MoCo v2), facebookresearch/moco main_moco.py with --mlp --aug-plus --cos:
@@ -71,10 +75,3 @@ def mocov2_resnet50_imagenet() -> Config:
     c.train.epochs, c.train.batch_size, c.train.out = 200, 256, "runs/mocov2-resnet50-imagenet"
     c.train.knn_at_end = False
     return c
-
-
-RECIPES = {
-    "mocov2-cpu": mocov2_cpu,
-    "mocov2-resnet18-cifar10": mocov2_resnet18_cifar10,
-    "mocov2-resnet50-imagenet": mocov2_resnet50_imagenet,
-}

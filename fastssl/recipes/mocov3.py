@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastssl.config import Config
 from fastssl.recipes.simclr import default
+from fastssl.registry import RECIPES
 
 
+@RECIPES.register("mocov3-cpu")
 def mocov3_cpu() -> Config:
     """MoCo v3 on the built-in digits (16 px, tiny ResNet): trains in minutes on 2 CPU cores."""
     # The digits setting of `default` (SimCLR) with MoCo v3's ResNet heads (2-layer projector,
@@ -23,6 +25,7 @@ def mocov3_cpu() -> Config:
     return c
 
 
+@RECIPES.register("mocov3-resnet18-cifar10")
 def mocov3_resnet18_cifar10() -> Config:
     """MoCo v3 on CIFAR-10 with ResNet-18 (solo-learn's setting): LARS, asymmetric solarisation."""
     # solo-learn scripts/pretrain/cifar/mocov3.yaml: ResNet-18, proj 4096 -> 256 (2 layers for
@@ -45,6 +48,7 @@ def mocov3_resnet18_cifar10() -> Config:
     return c
 
 
+@RECIPES.register("mocov3-vit-small-imagenet")
 def mocov3_vit_small_imagenet() -> Config:
     """MoCo v3's ViT-Small setting (AdamW, batch 4096, 300 epochs, frozen patch projection), for GPU runs."""
     # Chen, Xie, He 2021; facebookresearch/moco-v3 CONFIG.md (ViT-Small, 300 epochs): AdamW
@@ -66,10 +70,3 @@ def mocov3_vit_small_imagenet() -> Config:
     c.train.epochs, c.train.batch_size, c.train.out = 300, 4096, "runs/mocov3-vit-small-imagenet"
     c.train.knn_at_end = False
     return c
-
-
-RECIPES = {
-    "mocov3-cpu": mocov3_cpu,
-    "mocov3-resnet18-cifar10": mocov3_resnet18_cifar10,
-    "mocov3-vit-small-imagenet": mocov3_vit_small_imagenet,
-}

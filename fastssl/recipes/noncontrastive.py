@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastssl.config import Config
 from fastssl.recipes.simclr import default
+from fastssl.registry import RECIPES
 
 
 def _cpu(name: str, method: str) -> Config:
@@ -16,6 +17,7 @@ def _cpu(name: str, method: str) -> Config:
     return c
 
 
+@RECIPES.register("vicreg-cpu")
 def vicreg_cpu() -> Config:
     """VICReg on the built-in digits (16 px, tiny ResNet): trains in minutes on 2 CPU cores."""
     # The paper's expander shape (3 layers, as wide as its output) narrowed to 256-256-256 for the
@@ -26,6 +28,7 @@ def vicreg_cpu() -> Config:
     return c
 
 
+@RECIPES.register("barlowtwins-cpu")
 def barlowtwins_cpu() -> Config:
     """Barlow Twins on the built-in digits (16 px, tiny ResNet): trains in minutes on 2 CPU cores."""
     # The paper's projector shape narrowed to 256-256-256; lambd 0.0051 as main.py (with D = 256
@@ -37,6 +40,7 @@ def barlowtwins_cpu() -> Config:
     return c
 
 
+@RECIPES.register("simsiam-cpu")
 def simsiam_cpu() -> Config:
     """SimSiam on the built-in digits (16 px, tiny ResNet): trains in minutes on 2 CPU cores."""
     # The paper's heads narrowed: projector 3 layers 256-256 (builder.py uses the backbone's
@@ -58,6 +62,7 @@ def _imagenet(name: str, method: str) -> Config:
     return c
 
 
+@RECIPES.register("vicreg-resnet50-imagenet")
 def vicreg_resnet50_imagenet() -> Config:
     """VICReg's ImageNet setting (ResNet-50, batch 2048, LARS, 1000 epochs), for GPU runs."""
     # Bardes et al. 2022, Sec. 4.1 and App. C; facebookresearch/vicreg main_vicreg.py: expander
@@ -76,6 +81,7 @@ def vicreg_resnet50_imagenet() -> Config:
     return c
 
 
+@RECIPES.register("barlowtwins-resnet50-imagenet")
 def barlowtwins_resnet50_imagenet() -> Config:
     """Barlow Twins' ImageNet setting (ResNet-50, batch 2048, LARS, 1000 epochs), for GPU runs."""
     # Zbontar et al. 2021, Sec. 4; facebookresearch/barlowtwins main.py: projector 8192-8192-8192,
@@ -93,6 +99,7 @@ def barlowtwins_resnet50_imagenet() -> Config:
     return c
 
 
+@RECIPES.register("simsiam-resnet50-imagenet")
 def simsiam_resnet50_imagenet() -> Config:
     """SimSiam's ImageNet setting (ResNet-50, batch 512, SGD lr 0.1, 100 epochs), for GPU runs."""
     # Chen & He 2021, Sec. 4.1; facebookresearch/simsiam main_simsiam.py: SGD lr 0.05 x batch / 256
@@ -110,13 +117,3 @@ def simsiam_resnet50_imagenet() -> Config:
     c.optim.warmup_epochs, c.optim.min_lr_ratio = 0, 0.0
     c.train.epochs, c.train.batch_size = 100, 512
     return c
-
-
-RECIPES = {
-    "vicreg-cpu": vicreg_cpu,
-    "barlowtwins-cpu": barlowtwins_cpu,
-    "simsiam-cpu": simsiam_cpu,
-    "vicreg-resnet50-imagenet": vicreg_resnet50_imagenet,
-    "barlowtwins-resnet50-imagenet": barlowtwins_resnet50_imagenet,
-    "simsiam-resnet50-imagenet": simsiam_resnet50_imagenet,
-}

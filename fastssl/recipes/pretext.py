@@ -8,6 +8,7 @@ schedule is fastssl's warm-up + cosine; the papers' step schedules are noted whe
 from __future__ import annotations
 
 from fastssl.config import Config
+from fastssl.registry import RECIPES
 
 
 def _digits(c: Config, size: int, out: str) -> None:
@@ -31,6 +32,7 @@ _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 
 
 # --- rotation ----------------------------------------------------------------------------------
+@RECIPES.register("rotation-cpu")
 def rotation_cpu() -> Config:
     """RotNet on the built-in digits (all 4 rotations per image, 16 px): minutes on 2 CPU cores."""
     c = Config(recipe="rotation-cpu")
@@ -44,6 +46,7 @@ def rotation_cpu() -> Config:
     return c
 
 
+@RECIPES.register("rotation-resnet18-cifar10")
 def rotation_resnet18_cifar10() -> Config:
     """RotNet's CIFAR-10 setting (SGD lr 0.1, batch 128, wd 5e-4, 200 epochs) on a CIFAR ResNet-18."""
     # FeatureLearningRotNet config/CIFAR10_RotNet_NIN4blocks.py: batch 128 (x4 rotated copies),
@@ -61,6 +64,7 @@ def rotation_resnet18_cifar10() -> Config:
     return c
 
 
+@RECIPES.register("rotation-resnet50-imagenet")
 def rotation_resnet50_imagenet() -> Config:
     """RotNet's ImageNet setting (batch 192, SGD lr 0.01, wd 5e-4) on a ResNet-50."""
     # FeatureLearningRotNet config/ImageNet_RotNet_AlexNet.py: batch 192 (x4 copies), SGD
@@ -79,6 +83,7 @@ def rotation_resnet50_imagenet() -> Config:
 
 
 # --- jigsaw ------------------------------------------------------------------------------------
+@RECIPES.register("jigsaw-cpu")
 def jigsaw_cpu() -> Config:
     """Jigsaw on the built-in digits at 24 px (3x3 cells of 8 px, 7 px tiles), 100 permutations."""
     c = Config(recipe="jigsaw-cpu")
@@ -91,6 +96,7 @@ def jigsaw_cpu() -> Config:
     return c
 
 
+@RECIPES.register("jigsaw-resnet50-imagenet")
 def jigsaw_resnet50_imagenet() -> Config:
     """Noroozi & Favaro's ImageNet setting: 225 px, 75 px cells, 64 px tiles, 1000 permutations."""
     # Paper Sec. 3.1-3.2: 225 px crops, 3x3 cells of 75 px, 64 px tiles, 1000 permutations of
@@ -110,6 +116,7 @@ def jigsaw_resnet50_imagenet() -> Config:
 
 
 # --- colourisation -----------------------------------------------------------------------------
+@RECIPES.register("colorize-cpu")
 def colorize_cpu() -> Config:
     """Colourisation on the built-in digits (16 px, 4x4 cells): a pipeline check, digits are grey."""
     # The digits have no colour (a = b = 0 everywhere), so every image is grey and carries no
@@ -125,6 +132,7 @@ def colorize_cpu() -> Config:
     return c
 
 
+@RECIPES.register("colorize-cifar10-cpu")
 def colorize_cifar10_cpu() -> Config:
     """Colourisation on 5,000 CIFAR-10 images at 16 px (npz shards, --data.path): minutes on 2 cores."""
     c = Config(recipe="colorize-cifar10-cpu")
@@ -140,6 +148,7 @@ def colorize_cifar10_cpu() -> Config:
     return c
 
 
+@RECIPES.register("colorize-resnet50-imagenet")
 def colorize_resnet50_imagenet() -> Config:
     """Zhang et al.'s ImageNet setting (Adam lr 3e-5, betas 0.9/0.99, wd 1e-3, batch 40), coarse 7x7 ab."""
     # richzhang/colorization train/solver.prototxt: Adam, base_lr 3e-5, momentum 0.9, momentum2
@@ -160,6 +169,7 @@ def colorize_resnet50_imagenet() -> Config:
 
 
 # --- CPC v2 ------------------------------------------------------------------------------------
+@RECIPES.register("cpc-cpu")
 def cpc_cpu() -> Config:
     """CPC v2 on the built-in digits at 16 px: a 3x3 grid of 8 px patches (stride 4), 4 directions."""
     # The one non-overlapping offset of a 3x3 grid (row 0 -> row 2), in each of the 4 directions:
@@ -174,6 +184,7 @@ def cpc_cpu() -> Config:
     return c
 
 
+@RECIPES.register("cpc-resnet18-cifar10")
 def cpc_resnet18_cifar10() -> Config:
     """CPC v2 on CIFAR-10: 8 px patches at stride 4 (7x7 grid), 5 rows ahead, 4 directions."""
     # Lightning-bolts cpc_module.py (CIFAR-10): patch 8, overlap 4, Adam lr 1e-4, betas
@@ -191,6 +202,7 @@ def cpc_resnet18_cifar10() -> Config:
     return c
 
 
+@RECIPES.register("cpc-resnet50-imagenet")
 def cpc_resnet50_imagenet() -> Config:
     """CPC v2 on ImageNet: 256 px, 7x7 grid of 64 px patches at stride 32, 5 rows ahead, 4 directions."""
     # Oord et al. 2018 Sec. 3.3 / Hénaff et al. 2020 Sec. 3.1: 64 px patches with 32 px overlap
@@ -209,18 +221,3 @@ def cpc_resnet50_imagenet() -> Config:
     c.train.epochs, c.train.batch_size, c.train.out = 100, 512, "runs/cpc-resnet50-imagenet"
     c.train.knn_at_end = False
     return c
-
-
-RECIPES = {
-    "rotation-cpu": rotation_cpu,
-    "rotation-resnet18-cifar10": rotation_resnet18_cifar10,
-    "rotation-resnet50-imagenet": rotation_resnet50_imagenet,
-    "jigsaw-cpu": jigsaw_cpu,
-    "jigsaw-resnet50-imagenet": jigsaw_resnet50_imagenet,
-    "colorize-cpu": colorize_cpu,
-    "colorize-cifar10-cpu": colorize_cifar10_cpu,
-    "colorize-resnet50-imagenet": colorize_resnet50_imagenet,
-    "cpc-cpu": cpc_cpu,
-    "cpc-resnet18-cifar10": cpc_resnet18_cifar10,
-    "cpc-resnet50-imagenet": cpc_resnet50_imagenet,
-}

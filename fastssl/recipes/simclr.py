@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastssl.config import Config
+from fastssl.registry import RECIPES
 
 
+@RECIPES.register("default")
 def default() -> Config:
     """SimCLR on the built-in 8x8 digits (upscaled to 16 px): trains in minutes on 2 CPU cores."""
     c = Config(recipe="default")
@@ -20,6 +22,7 @@ def default() -> Config:
     return c
 
 
+@RECIPES.register("simclr-resnet18-cifar10")
 def simclr_resnet18_cifar10() -> Config:
     """SimCLR's CIFAR-10 setting: ResNet-18 with the 3x3 stem, no blur, T = 0.5."""
     # Chen et al. 2020, App. B.9: CIFAR-10 with the 3x3 stem and no max-pool, no blur, colour
@@ -38,6 +41,7 @@ def simclr_resnet18_cifar10() -> Config:
     return c
 
 
+@RECIPES.register("simclr-resnet50-imagenet")
 def simclr_resnet50_imagenet() -> Config:
     """SimCLR's ImageNet setting (batch 4096, LARS lr 4.8, T = 0.1), for GPU runs with DALI."""
     # Chen et al. 2020, Sec. B.1 / google-research/simclr run.py: batch 4096, LARS with
@@ -56,10 +60,3 @@ def simclr_resnet50_imagenet() -> Config:
     c.train.epochs, c.train.batch_size, c.train.out = 100, 4096, "runs/simclr-resnet50-imagenet"
     c.train.knn_at_end = False
     return c
-
-
-RECIPES = {
-    "default": default,
-    "simclr-resnet18-cifar10": simclr_resnet18_cifar10,
-    "simclr-resnet50-imagenet": simclr_resnet50_imagenet,
-}

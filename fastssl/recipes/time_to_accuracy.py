@@ -11,8 +11,10 @@ sweep result that decided it. A time budget lays the schedule over the steps tha
 from __future__ import annotations
 
 from fastssl.config import Config
+from fastssl.registry import RECIPES
 
 
+@RECIPES.register("cifar10-cpu")
 def cifar10_cpu() -> Config:
     """CIFAR-10 on 2 CPU cores in a 10-minute budget (JPEG npz shards via --data.path)."""
     c = Config(recipe="cifar10-cpu")
@@ -45,6 +47,3 @@ def cifar10_cpu() -> Config:
     # Used only without a budget (--train.time_budget=""); with one, the budget sets the steps.
     c.train.epochs = 10
     return c
-
-
-RECIPES = {"cifar10-cpu": cifar10_cpu}

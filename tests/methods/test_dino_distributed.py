@@ -102,11 +102,9 @@ def test_centre_loss_and_gradients_on_2_ranks_equal_1_process(tmp_path):
 # --- the trainer under torchrun ------------------------------------------------------------------
 
 def available_strategies() -> list[str]:
-    try:
-        from fastssl.parallel.parallelize import STRATEGIES
-    except ImportError:
-        STRATEGIES = ("ddp",)
-    out = [s for s in ("ddp", "fsdp", "deepspeed") if s in STRATEGIES]
+    from fastssl.registry import ENGINES
+
+    out = [s for s in ("ddp", "fsdp", "deepspeed") if s in ENGINES]
     if "deepspeed" in out and importlib.util.find_spec("deepspeed") is None:
         out.remove("deepspeed")
     return out

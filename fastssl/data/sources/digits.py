@@ -10,8 +10,11 @@ from PIL import Image
 
 from fastssl.data.sources.base import ImageSource
 from fastssl.data.sources.decode import encode_png
+from fastssl.registry import SOURCES
 
 
+# reads_path=False: the built-in set ignores --data.path (fastssl.data.sources.factory).
+@SOURCES.register("digits", single_split=True, reads_path=False)
 class DigitsSource(ImageSource):
     def __init__(self):
         from sklearn.datasets import load_digits

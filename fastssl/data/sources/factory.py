@@ -29,9 +29,12 @@ from fastssl.config import DataConfig
 from fastssl.data.sources.base import ImageSource, IndexedSource
 from fastssl.data.sources.webdataset import list_wds_tars
 from fastssl.errors import FastSSLError, did_you_mean
+from fastssl.registry import SOURCES
 
-DATASETS = ("auto", "digits", "npz", "folder", "filelist", "webdataset", "cifar10", "stl10", "mnist")
-TORCHVISION_DATASETS = ("cifar10", "stl10", "mnist")
+# "auto" guesses; every other name is a registered source (fastssl/registry.py), in the order the
+# sources package imports them. Torchvision sets keep their own splits (single_split=False).
+DATASETS = ("auto", *SOURCES.names())
+TORCHVISION_DATASETS = tuple(e.name for e in SOURCES.entries() if not e.meta["single_split"])
 SPLITS = ("train", "test", "all")
 # Fixed so that "train" and "test" never overlap across runs, machines or library versions.
 _SPLIT_SEED = 0
@@ -130,29 +133,24 @@ def open_source(
     data_cfg = data_cfg or DataConfig()
     base, start, stop = parse_slice(path)
     dataset = resolve_dataset(dataset, path, key)
-    if dataset == "webdataset":
-        raise FastSSLError(
-            f"'{base}' holds webdataset tars, which only --data.backend=dali or dali-cpu reads; use one of "
-            "those, or convert the tars with `fastssl data convert SRC OUT --to npz`"
-        )
-    if dataset != "digits" and not base:
+    opener = SOURCES.entry(dataset)
+    reads_path = opener.meta.get("reads_path", True)
+    if reads_path and not base:
         what = {"npz": "a folder of .npz shards or a .npz file", "filelist": "a .txt file list"}
         raise FastSSLError(f"--data.dataset={dataset} needs {key}=<{what.get(dataset, 'the dataset folder')}>")
-    if dataset != "digits" and not os.path.exists(base):
+    if reads_path and not os.path.exists(base):
         if not (dataset in TORCHVISION_DATASETS and data_cfg.download):
             raise FastSSLError(f"data path '{base}' does not exist; fix {key}")
 
     source: ImageSource
-    if dataset in TORCHVISION_DATASETS:
-        from fastssl.data.sources.torchvision_sets import open_torchvision
-
-        source = open_torchvision(dataset, base, split, download=data_cfg.download)
+    if not opener.meta["single_split"]:
+        source = opener.obj(dataset, base, split, download=data_cfg.download)
         if start is not None or stop is not None:
             source = source.subset(start, stop)
     else:
         if split not in SPLITS:
             raise FastSSLError(f"unknown split '{split}' for {dataset}; use one of {', '.join(SPLITS)}")
-        source = _open_single_split(dataset, base)
+        source = opener.obj(base) if reads_path else opener.obj()
         # The slice picks which stored images make up the dataset; the hold-out comes from those.
         if start is not None or stop is not None:
             source = source.subset(start, stop)
@@ -162,25 +160,6 @@ def open_source(
             source = IndexedSource(source, split_indices(len(source), split, data_cfg.val_fraction))
     source.skip_corrupt = data_cfg.skip_corrupt
     return source
-
-
-def _open_single_split(dataset: str, base: str) -> ImageSource:
-    # Imported here: scikit-learn (digits) is slow to import and only one class is needed.
-    if dataset == "digits":
-        from fastssl.data.sources.digits import DigitsSource
-
-        return DigitsSource()
-    if dataset == "npz":
-        from fastssl.data.sources.npz_shards import NpzShardSource
-
-        return NpzShardSource(base)
-    if dataset == "filelist":
-        from fastssl.data.sources.file_list import FileListSource
-
-        return FileListSource(base)
-    from fastssl.data.sources.image_folder import ImageFolderSource
-
-    return ImageFolderSource(base)
 
 
 def open_pretrain_source(data_cfg: DataConfig) -> ImageSource:

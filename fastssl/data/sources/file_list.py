@@ -11,6 +11,7 @@ import numpy as np
 
 from fastssl.data.sources.files import FilesSource
 from fastssl.errors import FastSSLError
+from fastssl.registry import SOURCES
 
 
 def read_file_list(path: str) -> tuple[list[str], np.ndarray]:
@@ -35,6 +36,7 @@ def read_file_list(path: str) -> tuple[list[str], np.ndarray]:
     return files, np.asarray(labels, dtype=np.int64)
 
 
+@SOURCES.register("filelist", single_split=True)
 class FileListSource(FilesSource):
     def __init__(self, path: str):
         files, labels = read_file_list(path)

@@ -10,6 +10,7 @@ import os
 
 from fastssl.data.sources.files import FilesSource
 from fastssl.errors import FastSSLError
+from fastssl.registry import SOURCES
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 
@@ -26,6 +27,7 @@ def _images_under(folder: str) -> list[str]:
     return found
 
 
+@SOURCES.register("folder", single_split=True)
 class ImageFolderSource(FilesSource):
     def __init__(self, root: str):
         if not os.path.isdir(root):

@@ -21,6 +21,7 @@ import numpy as np
 
 from fastssl.data.sources.base import ImageSource
 from fastssl.errors import FastSSLError
+from fastssl.registry import SOURCES
 
 _REQUIRED = ("jpeg", "offsets")
 
@@ -115,6 +116,7 @@ class _Shard:
         return state
 
 
+@SOURCES.register("npz", single_split=True)
 class NpzShardSource(ImageSource):
     def __init__(self, path: str):
         if os.path.isdir(path):

@@ -14,6 +14,7 @@ from PIL import Image
 from fastssl.data.sources.base import ImageSource
 from fastssl.data.sources.decode import encode_png
 from fastssl.errors import FastSSLError
+from fastssl.registry import SOURCES
 
 _SPLITS = {
     "cifar10": ("train", "test", "all"),
@@ -54,6 +55,10 @@ def _load(dataset: str, root: str, split: str, download: bool) -> tuple[np.ndarr
     return np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1)), np.asarray(ds.labels)  # [n, 96, 96, 3]
 
 
+# Own splits on disk ("train"/"test"; STL-10 also "unlabeled"), so no seeded hold-out.
+@SOURCES.register("mnist", single_split=False)
+@SOURCES.register("stl10", single_split=False)
+@SOURCES.register("cifar10", single_split=False)
 def open_torchvision(dataset: str, root: str, split: str, download: bool = False) -> ArraySource:
     if split not in _SPLITS[dataset]:
         raise FastSSLError(f"unknown split '{split}' for {dataset}; use one of {', '.join(_SPLITS[dataset])}")

@@ -11,6 +11,9 @@ import os
 import tarfile
 from typing import Iterator
 
+from fastssl.errors import FastSSLError
+from fastssl.registry import SOURCES
+
 # Image components, in the order a sample's image is looked for.
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp")
 
@@ -68,3 +71,13 @@ def iter_wds(tars: list[str]) -> Iterator[tuple[str, bytes, int]]:
                 cur_key = key
                 if m.isfile():
                     parts[ext] = tf.extractfile(m).read()
+
+
+@SOURCES.register("webdataset", single_split=True)
+def open_webdataset(path: str) -> None:
+    """Registered so that `--data.dataset=webdataset` is a known name; the random-access backends
+    cannot read a stream, and the DALI backends never call this (fastssl.data.factory)."""
+    raise FastSSLError(
+        f"'{path}' holds webdataset tars, which only --data.backend=dali or dali-cpu reads; use one of "
+        "those, or convert the tars with `fastssl data convert SRC OUT --to npz`"
+    )

@@ -8,8 +8,10 @@ from fastssl.methods.base import SSLMethod
 from fastssl.parallel.engines.base import Engine, OptimizerFactory, StepReport
 from fastssl.parallel.engines.torch_state import load_named_optimizer_state, named_optimizer_state
 from fastssl.parallel.parallelize import prepare
+from fastssl.registry import ENGINES
 
 
+@ENGINES.register("ddp")
 class DDPEngine(Engine):
     name = "ddp"
 

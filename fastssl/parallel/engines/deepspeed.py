@@ -47,6 +47,7 @@ from fastssl.methods.base import SSLMethod
 from fastssl.parallel.engines.base import Engine, OptimizerFactory, StepReport, ensure_process_group, init_optimizer_state
 from fastssl.parallel.engines.zero_layout import ZeroFreeze, attach_lars, check_lars_layout, flat_groups
 from fastssl.parallel.parallelize import prepare
+from fastssl.registry import ENGINES
 
 
 def import_deepspeed():
@@ -84,6 +85,7 @@ def deepspeed_config(cfg: Config, world: World, amp_dtype: torch.dtype | None) -
     return ds
 
 
+@ENGINES.register("deepspeed")
 class DeepSpeedEngine(Engine):
     name = "deepspeed"
 
