@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -204,6 +205,8 @@ def validate(cfg: Config) -> Config:
         ("data.image_size", cfg.data.image_size >= 1, "must be >= 1"),
         ("eval.knn_t", cfg.eval.knn_t > 0, "must be > 0"),
         ("dist.zero_stage", cfg.dist.zero_stage in (1, 2, 3), "must be 1, 2 or 3 (DeepSpeed ZeRO stages)"),
+        ("model.init", not cfg.model.init or os.path.exists(cfg.model.init),
+         "does not exist; point it at a timm state_dict, a `fastssl export` file or a fastssl checkpoint"),
     ]
     for key, ok, problem in checks:
         if not ok:

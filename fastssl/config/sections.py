@@ -70,6 +70,9 @@ class ModelConfig:
     patch_size: int = 16
     # Stochastic depth (ViT) / drop path rate.
     drop_path: float = 0.0
+    # Continue pretraining from these backbone weights: a timm state_dict file, a `fastssl export`
+    # file or a fastssl checkpoint. Step, optimizer and schedule start afresh (unlike --resume).
+    init: str = ""
 
 
 @dataclass

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from fastssl.checkpoint import load_model_weights, read_train_state, set_rng_state
+from fastssl.checkpoint.init_weights import init_backbone
 from fastssl.cluster.training_images import training_images
 from fastssl.config import Config, validate
 from fastssl.distributed import World, all_reduce_mean, destroy_distributed, init_distributed
@@ -107,6 +108,10 @@ class Trainer:
                 raise FastSSLError(f"{resume_from} is a single-file checkpoint of an older fastssl; resume is only "
                                    f"possible from checkpoints/step_* folders (use it with `fastssl eval` or start afresh)")
             load_model_weights(method, resume_from)  # full weights, before the engine shards them
+        elif cfg.model.init:  # a new run from another's weights; a resume has its own
+            report = init_backbone(method, cfg.model.init, cfg.model.name)
+            if world.is_main:
+                print(report.line(), flush=True)
         self.engine.wrap(method, lambda m: build_optimizer(m, cfg.optim, self.peak_lr))
         self.method = self.engine.method
         if world.is_main:
