@@ -37,7 +37,7 @@ import dataclasses  # noqa: E402
 from fastssl.bench.harness import Provenance, load_average  # noqa: E402
 from fastssl.bench.report import CsvWriter, default_csv, format_table, plot  # noqa: E402
 from fastssl.errors import FastSSLError  # noqa: E402
-from fastssl.train.time_budget import parse_duration  # noqa: E402
+from fastssl.config.durations import parse_duration  # noqa: E402
 
 COLUMNS = ["variant", "budget", "budget_s", "knn_top1", "steps", "train_s", "wall_s", "images_per_s",
            "overrides", "load_1m"]

@@ -22,7 +22,9 @@ import sys
 
 from pathlib import Path
 
-from fastssl.config import RUN_RECORD_KEYS, Config, all_keys, apply_overrides, format_config, set_value
+from fastssl.config import Config, apply_overrides, format_config, set_value, validate
+from fastssl.config.key_help import key_lines
+from fastssl.config.files import read_config_file, save_config
 from fastssl.errors import FastSSLError, environment_error
 
 # What to change when a command runs out of memory; commands without their own knob get the last.
@@ -53,33 +55,16 @@ def _split_overrides(rest: list[str]) -> list[str]:
 
 def resolve_config(recipe: str | None, overrides: list[str], config_file: str | None = None,
                    base: Config | None = None) -> Config:
-    """`base` (a run's saved config, on resume) or the recipe, then the config file's keys (a full or
-    partial config), then the command line's overrides."""
+    """`base` (a run's saved config, on resume) or the recipe (--recipe, else the one the config file
+    names, else "default"), then the config file's keys (a full or partial config), then the command
+    line's overrides."""
     from fastssl.recipes import get_recipe
 
-    cfg = base if base is not None else get_recipe(recipe or "default")
-    if config_file:
-        for key, value in _read_config_file(config_file).items():
-            set_value(cfg, key, value)
+    file_recipe, file_keys = read_config_file(config_file) if config_file else (None, {})
+    cfg = base if base is not None else get_recipe(recipe or file_recipe or "default")
+    for key, value in sorted(file_keys.items(), key=lambda kv: kv[0] != "method.name"):
+        set_value(cfg, key, value)
     return apply_overrides(cfg, _split_overrides(overrides))
-
-
-def _read_config_file(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise FastSSLError(f"config file {path} does not exist; pass a JSON file like the config.json of a run")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise FastSSLError(f"config file {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
-    flat = {}
-    for section, values in data.items():
-        if section == "recipe" or section in RUN_RECORD_KEYS:
-            continue
-        if not isinstance(values, dict):
-            raise FastSSLError(f"config file {path}: '{section}' must be a section object like {{\"train\": {{...}}}}")
-        flat.update({f"{section}.{k}": v for k, v in values.items()})
-    return flat
 
 
 def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
@@ -125,10 +110,15 @@ def _cmd_recipes(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _cmd_config(args: argparse.Namespace, rest: list[str]) -> int:
-    if args.keys:
-        print("\n".join(all_keys()))
-        return 0
     cfg = resolve_config(args.recipe, rest, args.config)
+    if args.keys:
+        print("\n".join(key_lines(cfg)))
+        return 0
+    validate(cfg)  # the same checks `train` makes before any work
+    if args.save:
+        save_config(cfg, args.save)
+        print(f"fastssl: wrote {args.save}; train it with: fastssl train --config {args.save}", file=sys.stderr)
+        return 0
     print(cfg.to_json() if args.json else format_config(cfg))
     return 0
 
@@ -139,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="pretrain an encoder", description="Pretrain; any --section.key=value overrides the recipe.")
     t.add_argument("--recipe", default=None, help="named config to start from (see `fastssl recipes`; default: default)")
-    t.add_argument("--config", help="JSON config (full or partial) applied over the recipe, before overrides")
+    t.add_argument("--config", help="YAML or JSON config (full or partial) applied over the recipe, before overrides")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --train.out from its newest checkpoint, with its saved config; "
                         "flags given here change only their own keys")
@@ -153,9 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_recipes)
 
     c = sub.add_parser("config", help="print a resolved config or the valid keys")
-    c.add_argument("--recipe", default="default")
-    c.add_argument("--config", help="JSON config applied over the recipe")
-    c.add_argument("--keys", action="store_true", help="list every section.key")
+    c.add_argument("--recipe", default=None, help="named config to start from (default: the config file's, else default)")
+    c.add_argument("--config", help="YAML or JSON config (full or partial) applied over the recipe")
+    c.add_argument("--keys", action="store_true", help="list every section.key with its value and help")
+    c.add_argument("--save", help="write the resolved config to this .yaml (commented) or .json file")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_cmd_config)
 

@@ -42,10 +42,13 @@ def test_config_prints_resolved_values_and_keys(capsys):
 
 def test_config_file_then_overrides(tmp_path, capsys):
     f = tmp_path / "c.json"
-    f.write_text(json.dumps({"train": {"epochs": 5, "batch_size": 64}, "recipe": "ignored"}))
+    f.write_text(json.dumps({"train": {"epochs": 5, "batch_size": 64}, "recipe": "mocov2-cpu"}))
     assert main(["config", "--config", str(f), "--train.epochs=6", "--json"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert (cfg["train"]["epochs"], cfg["train"]["batch_size"]) == (6, 64)
+    assert cfg["method"]["name"] == "mocov2"  # the file's recipe is the base ...
+    assert main(["config", "--recipe", "default", "--config", str(f), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"]["name"] == "simclr"  # ... unless --recipe says
     f.write_text("{broken")
     assert main(["config", "--config", str(f)]) == 2
     assert "not valid JSON" in _err(capsys)[0]

@@ -134,7 +134,7 @@ def _bench_model(args, device, name: str, prov_row: dict[str, Any]) -> dict[str,
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from fastssl.models.backbone import BACKBONES
+    from fastssl.registry import BACKBONES
 
     device = bench_device(args.device)
     set_threads(args.threads)

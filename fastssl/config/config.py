@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastssl.config.durations import parse_duration, parse_every
 from fastssl.config.methods import MethodConfig, SimCLRConfig, method_config_class, method_keys
 from fastssl.config.sections import (
     AugConfig,
@@ -76,14 +77,15 @@ class Config:
         return self.method
 
 
-def _sections(cfg: Config) -> dict[str, Any]:
+def sections(cfg: Config) -> dict[str, Any]:
+    """{section name: its dataclass} in file order (data, aug, model, method, ...)."""
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "recipe"}
 
 
 def all_keys(cfg: Config | None = None) -> list[str]:
     """Every `section.key` of `cfg`'s sections (the method section as configured)."""
     cfg = cfg or Config()
-    return [f"{name}.{f.name}" for name, section in _sections(cfg).items() for f in dataclasses.fields(section)]
+    return [f"{name}.{f.name}" for name, section in sections(cfg).items() for f in dataclasses.fields(section)]
 
 
 def _unknown(key: str, choices: list[str], what: str) -> FastSSLError:
@@ -157,13 +159,13 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
     if key.count(".") != 1:
         raise _unknown(key, all_keys(cfg), "config key")
     section_name, name = key.split(".")
-    sections = _sections(cfg)
-    if section_name not in sections:
+    by_name = sections(cfg)
+    if section_name not in by_name:
         raise _unknown(key, all_keys(cfg), "config key")
     if key == "method.name":
         _switch_method(cfg, str(value))
         return
-    section = sections[section_name]
+    section = by_name[section_name]
     hints = typing.get_type_hints(type(section))
     if name not in hints:
         owners = method_keys().get(name) if section_name == "method" else None
@@ -191,20 +193,50 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 
 
 def validate(cfg: Config) -> Config:
-    """Range checks that types alone cannot make; each error names the key to change."""
+    """Every check on values alone, run by `fastssl config` and by `train` before any work; each
+    error names the key to change. (What depends on the world size is checked at start.)"""
+    from fastssl.registry import BACKBONES, ENGINES, SOURCES
+
     for key, problem in cfg.method.check():
         raise FastSSLError(f"--method.{key} {problem}")
+    for key, registry in (("model.name", BACKBONES), ("dist.strategy", ENGINES)):
+        registry.entry(_get(cfg, key))
+    if BACKBONES.entry(cfg.model.name).meta["family"] == "vit" and cfg.data.image_size % cfg.model.patch_size:
+        raise FastSSLError(f"--data.image_size={cfg.data.image_size} is not a multiple of --model.patch_size="
+                           f"{cfg.model.patch_size}; pick sizes so that image_size % patch_size == 0")
+    if cfg.data.dataset != "auto":
+        SOURCES.entry(cfg.data.dataset)
+    budget_s = parse_duration(cfg.train.time_budget)
+    parse_every(cfg.eval.knn_every)
     checks = [
         ("train.batch_size", cfg.train.batch_size >= 1, "must be >= 1"),
         ("train.epochs", cfg.train.epochs >= 0, "must be >= 0"),
         ("train.max_steps", cfg.train.max_steps >= 0, "must be >= 0"),
+        ("train.epochs", cfg.train.epochs >= 1 or cfg.train.max_steps >= 1 or budget_s > 0,
+         "leaves nothing to train: set --train.epochs or --train.max_steps to at least 1"),
+        ("train.time_budget_tolerance", cfg.train.time_budget_tolerance >= 0, "must be >= 0 (0 = plan once)"),
+        ("train.keep_last", cfg.train.keep_last >= 1, "must be >= 1"),
+        ("train.log_every", cfg.train.log_every >= 1, "must be >= 1"),
+        ("train.ckpt_every_steps", cfg.train.ckpt_every_steps >= 0, "must be >= 0 (0 = once per epoch)"),
+        ("train.precision", cfg.train.precision in ("auto", "bf16", "fp32"), "must be auto, bf16 or fp32"),
+        ("optim.name", cfg.optim.name in ("lars", "adamw", "sgd"), "must be lars, adamw or sgd"),
         ("optim.base_lr", cfg.optim.base_lr > 0, "must be > 0"),
         ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
         ("optim.lars_eta", cfg.optim.lars_eta > 0, "must be > 0"),
         ("optim.clip_grad", cfg.optim.clip_grad >= 0, "must be >= 0 (0 disables clipping)"),
+        ("optim.warmup_epochs", cfg.optim.warmup_epochs >= 0, "must be >= 0"),
+        ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must be in [0, 1]"),
         ("data.image_size", cfg.data.image_size >= 1, "must be >= 1"),
+        ("data.limit", cfg.data.limit >= 0, "must be >= 0 (0 = all images)"),
+        ("data.num_workers", cfg.data.num_workers >= 0, "must be >= 0"),
+        ("data.backend", cfg.data.backend in ("auto", "torch", "gpu-tensor", "dali", "dali-cpu"),
+         "must be auto, torch, gpu-tensor, dali or dali-cpu"),
+        ("model.patch_size", cfg.model.patch_size >= 1, "must be >= 1"),
+        ("model.drop_path", 0 <= cfg.model.drop_path < 1, "must be in [0, 1)"),
+        ("eval.knn_k", cfg.eval.knn_k >= 1, "must be >= 1"),
         ("eval.knn_t", cfg.eval.knn_t > 0, "must be > 0"),
         ("dist.zero_stage", cfg.dist.zero_stage in (1, 2, 3), "must be 1, 2 or 3 (DeepSpeed ZeRO stages)"),
+        ("dist.timeout_s", cfg.dist.timeout_s >= 1, "must be >= 1"),
         ("model.init", not cfg.model.init or os.path.exists(cfg.model.init),
          "does not exist; point it at a timm state_dict, a `fastssl export` file or a fastssl checkpoint"),
     ]
@@ -239,7 +271,7 @@ def diff_configs(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[st
 def format_config(cfg: Config) -> str:
     """The resolved config as `section.key = value` lines, printed at the start of a run."""
     lines = [f"recipe = {cfg.recipe}"]
-    for name, section in _sections(cfg).items():
+    for name, section in sections(cfg).items():
         for f in dataclasses.fields(section):
             lines.append(f"{name}.{f.name} = {getattr(section, f.name)!r}")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from fastssl.registry import METHODS
 class MethodConfig:
     """Fields every method has. Subclasses add their own."""
 
+    # The method (`fastssl recipes` lists them); setting it switches this section's keys.
     name: str = ""
 
     def check(self) -> list[tuple[str, str]]:
@@ -125,7 +126,7 @@ class MoCoV3Config(MethodConfig):
     # Chen, Xie, He 2021, Sec. 4.1: a frozen random patch projection stabilises ViT training
     # (main_moco.py --stop-grad-conv1).
     freeze_patch_embed: bool = True
-    loss_impl: str = "auto"
+    loss_impl: str = "auto"  # auto | torch | chunked | triton (fastssl.losses)
 
     def check(self) -> list[tuple[str, str]]:
         problems = [(k, p) for k, p in super().check() if k != "proj_layers"]  # 0 means "by backbone"

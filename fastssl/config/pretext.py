@@ -144,7 +144,7 @@ class CPCConfig(MethodConfig):
     temperature: float = 0.1
     # Negatives from every rank's patches (CPC v2 draws them from the whole batch).
     gather_distributed: bool = True
-    loss_impl: str = "auto"
+    loss_impl: str = "auto"  # auto | torch | chunked | triton (fastssl.losses)
 
     def check(self) -> list[tuple[str, str]]:
         problems = super().check()

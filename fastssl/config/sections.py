@@ -14,12 +14,16 @@ class DataConfig:
     # "npz" (JPEG shards), "folder" (ImageFolder), "cifar10" | "stl10" | "mnist" (torchvision),
     # "filelist" (.txt of `path label` lines) | "webdataset" (tar shards; DALI backends only).
     dataset: str = "auto"
+    # Training images: a folder (ImageFolder, .npz shards, .tar shards), a .npz / .txt / .tar file,
+    # optionally sliced (`train-4.npz[5000:]`); "" = the built-in digits.
     path: str = ""
     # Where eval commands and the end-of-run kNN read held-out data; "" = the dataset's own split.
     test_path: str = ""
     # "torch" (torchvision, CPU workers), "gpu-tensor", "dali", "dali-cpu", or "auto".
     backend: str = "torch"
+    # Side of the square training views in pixels (global crops for multi-crop methods).
     image_size: int = 32
+    # Loader worker processes per rank (torch backend); 0 decodes in the training process.
     num_workers: int = 2
     # Use only the first N training images (0 = all). Handy for smoke runs.
     limit: int = 0
@@ -30,6 +34,7 @@ class DataConfig:
     # Fraction of a single-split dataset (digits, npz, folder) held out for evaluation when
     # `test_path` is empty; training never sees it.
     val_fraction: float = 0.1
+    # Page-locked host batches for faster copies to the GPU (ignored on CPU).
     pin_memory: bool = True
     # Output dtype of GPU backends ("fp32" | "bf16" | "fp16").
     dtype: str = "fp32"
@@ -39,26 +44,45 @@ class DataConfig:
 class AugConfig:
     """SimCLR/BYOL view augmentation. Per-view probabilities are tuples (view 1, view 2)."""
 
+    # Random resized crop's area range, as a share of the image (BYOL Table 6 / SimCLR: 0.08-1).
     crop_scale_min: float = 0.08
+    # Upper end of the random resized crop's area range.
     crop_scale_max: float = 1.0
+    # Horizontal flip probability (BYOL Table 6: 0.5).
     flip_p: float = 0.5
+    # Colour jitter probability (BYOL Table 6: 0.8), with the strengths below.
     jitter_p: float = 0.8
+    # Colour jitter brightness strength (BYOL Table 6: 0.4).
     brightness: float = 0.4
+    # Colour jitter contrast strength (BYOL Table 6: 0.4).
     contrast: float = 0.4
+    # Colour jitter saturation strength (BYOL Table 6: 0.2).
     saturation: float = 0.2
+    # Colour jitter hue strength (BYOL Table 6: 0.1).
     hue: float = 0.1
+    # Grayscale probability (BYOL Table 6: 0.2).
     grayscale_p: float = 0.2
+    # Gaussian blur probability per view (BYOL Table 6: 1.0 and 0.1).
     blur_p: tuple[float, float] = (1.0, 0.1)
+    # Gaussian blur sigma range, low end (BYOL Table 6: 0.1-2.0).
     blur_sigma_min: float = 0.1
+    # Gaussian blur sigma range, high end.
     blur_sigma_max: float = 2.0
+    # Solarisation probability per view (BYOL Table 6: 0 and 0.2).
     solarize_p: tuple[float, float] = (0.0, 0.2)
-    # Multi-crop (DINO): number of extra local crops, their size and scale range.
+    # Multi-crop (DINO, SwAV): number of extra local crops (0 = two views only).
     local_crops: int = 0
+    # Side of each local crop in pixels (DINO main_dino.py: 96).
     local_size: int = 96
+    # Local crops' area range, low end (DINO --local_crops_scale 0.05 0.4).
     local_scale_min: float = 0.05
+    # Local crops' area range, high end; also the global crops' low end in DINO.
     local_scale_max: float = 0.4
+    # Gaussian blur probability of local crops (DINO main_dino.py: 0.5).
     local_blur_p: float = 0.5
+    # Per-channel mean subtracted after augmentation (ImageNet's, as timm and torchvision).
     normalize_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    # Per-channel std divided after augmentation (ImageNet's).
     normalize_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
@@ -80,8 +104,11 @@ class OptimConfig:
     name: str = "lars"  # lars | adamw | sgd
     # Scaled as lr = base_lr * global_batch / 256.
     base_lr: float = 0.3
+    # Weight decay (LARS in SimCLR: 1e-6); biases and norm weights are excluded (fastssl/train/optim.py).
     weight_decay: float = 1e-6
+    # SGD / LARS momentum (SimCLR, BYOL: 0.9).
     momentum: float = 0.9
+    # AdamW betas (MAE, MoCo v3: 0.9, 0.95).
     betas: tuple[float, float] = (0.9, 0.95)
     # LARS trust coefficient: 0.001 in SimCLR (google-research/simclr lars_optimizer.py, eeta=0.001)
     # and BYOL (Grill et al. 2020, App. C: "trust coefficient 1e-3"). solo-learn's 0.02 is only
@@ -90,6 +117,7 @@ class OptimConfig:
     # Cap each layer's LARS trust ratio at 1 (solo-learn's `exclude_bias_n_norm_lars` + `clip_lr`,
     # from NVIDIA Apex LARC with clip=True): the layer's step never exceeds lr x its gradient.
     lars_clip_lr: bool = False
+    # Linear lr warm-up from 0, in epochs (SimCLR: 10), then cosine decay to min_lr_ratio.
     warmup_epochs: float = 10.0
     # Final lr as a fraction of the peak lr.
     min_lr_ratio: float = 0.0
@@ -99,12 +127,15 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    # Passes over the training set; the lr schedule spans them.
     epochs: int = 100
     # Global batch across all ranks; each rank gets batch_size // world_size.
     batch_size: int = 256
     # Stop after this many optimiser steps (0 = run all epochs). For smoke runs.
     max_steps: int = 0
+    # Seeds the init, the data order and every augmentation (per sample, so any world size agrees).
     seed: int = 0
+    # The run folder: checkpoints/, metrics.jsonl, TensorBoard events and config.json.
     out: str = "runs/default"
     # Resume from the newest checkpoint in `out` with the run's saved config; flags given with
     # --resume change only their own keys (the CLI's --resume sets this).
@@ -112,15 +143,20 @@ class TrainConfig:
     # Clear `out`'s checkpoints, metrics and config before starting afresh (the CLI's --overwrite).
     overwrite: bool = False
     ckpt_every_steps: int = 0  # 0 = once per epoch
+    # Checkpoints kept; older ones are deleted once a newer one is published.
     keep_last: int = 3
+    # Steps between train records in metrics.jsonl and TensorBoard.
     log_every: int = 10
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32
     channels_last: bool = True  # applied on CUDA only
+    # torch.compile the backbone (DDP) or each shard unit (FSDP2, ZeRO-3) (fastssl/parallel).
     compile: bool = False
     # Stop after this many non-finite losses in a row; the last good checkpoint is kept.
     max_bad_steps: int = 5
+    # A progress line on rank 0 (a bar on a terminal, plain lines when stderr is a file).
     progress: bool = True
+    # Write TensorBoard events beside metrics.jsonl.
     tensorboard: bool = True
     # Run a kNN evaluation on held-out data at the end of training (0 = off).
     knn_at_end: bool = True
@@ -139,7 +175,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    # Neighbours of the weighted kNN (Wu et al. 2018, InstDisc Sec. 4.1: k = 200).
     knn_k: int = 200
+    # Temperature of the kNN's similarity weights (InstDisc: 0.07; MoCo's kNN monitor: 0.1).
     knn_t: float = 0.1
     # End-of-run kNN only: images in the feature bank (0 = data.limit if set, else all) and
     # held-out queries (0 = all). Standalone `fastssl eval knn` takes --limit-train instead.
@@ -151,10 +189,15 @@ class EvalConfig:
     knn_every: str = ""
     knn_every_train: int = 2000
     knn_every_test: int = 500
+    # Images per forward when extracting features for evaluation.
     batch_size: int = 256
+    # Linear probe epochs on frozen features (`fastssl eval linear`).
     linear_epochs: int = 30
+    # Linear probe learning rate (SGD with cosine decay).
     linear_lr: float = 0.1
+    # Fine-tuning epochs (`fastssl eval finetune`) when finetune_steps is 0.
     finetune_epochs: int = 30
+    # Fine-tuning learning rate of the whole network.
     finetune_lr: float = 0.01
     # Few-label fine-tuning is set in optimizer steps (fastssl/eval/fewlabel.py): 30 epochs of
     # 200 images are only ~60 steps. 0 = use finetune_epochs instead.
@@ -162,7 +205,9 @@ class EvalConfig:
     # Share of each class's labelled images held out to choose the step count (early stopping);
     # the model is then refit on all of them.
     finetune_val_fraction: float = 0.2
+    # Fine-tuning weight decay.
     finetune_weight_decay: float = 0.0
+    # Labelled images per class for few-label evaluation (`fastssl eval finetune`, `report few-label`).
     labels_per_class: int = 10
 
 
@@ -176,4 +221,5 @@ class DistConfig:
     # FSDP2: free each block's gathered parameters after its forward (ZeRO-3-like memory; one more
     # all-gather in backward). False keeps them until backward (ZeRO-2-like speed).
     reshard_after_forward: bool = True
+    # Seconds a collective may wait before the process group fails (a hung rank ends the job).
     timeout_s: int = 1800

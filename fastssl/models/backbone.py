@@ -19,10 +19,13 @@ applies those from outside.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
-from fastssl.errors import FastSSLError, did_you_mean
+from fastssl.errors import FastSSLError
+from fastssl.registry import BACKBONES
 
 # name -> (timm model or builder, cifar stem)
 _RESNETS = {
@@ -40,7 +43,6 @@ _VITS = {
     "vit_small": "vit_small_patch16_224",
     "vit_base": "vit_base_patch16_224",
 }
-BACKBONES = sorted([*_RESNETS, *_VITS])
 
 
 class Backbone(nn.Module):
@@ -115,35 +117,50 @@ def _cifar_stem(model: nn.Module) -> None:
     model.maxpool = nn.Identity()
 
 
-def build_backbone(name: str, image_size: int = 224, patch_size: int = 16, drop_path: float = 0.0) -> Backbone:
-    import timm
+def _build_resnet(name: str, image_size: int, patch_size: int, drop_path: float) -> Backbone:
     from timm.models.resnet import BasicBlock, ResNet
 
-    if name in _RESNETS:
-        timm_name, cifar = _RESNETS[name]
-        if timm_name == "tiny":
-            trunk = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=0, channels=(32, 64, 128, 256), stem_width=32)
-        else:
-            trunk = timm.create_model(timm_name, pretrained=False, num_classes=0, drop_path_rate=drop_path)
-        if cifar:
-            _cifar_stem(trunk)
-        return Backbone(trunk, trunk.num_features, name)
-    if name in _VITS:
-        # dynamic_img_size: inputs of any multiple of the patch size (DINO's local crops), the
-        # position embedding resampled bicubically as DINO's interpolate_pos_encoding does.
-        if image_size % patch_size:
-            raise FastSSLError(
-                f"data.image_size={image_size} is not a multiple of model.patch_size={patch_size}; "
-                f"pick sizes so that image_size % patch_size == 0"
-            )
-        spec = _VITS[name]
-        if isinstance(spec, dict):
-            from timm.models.vision_transformer import VisionTransformer
+    timm_name, cifar = _RESNETS[name]
+    if timm_name == "tiny":
+        trunk = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=0, channels=(32, 64, 128, 256), stem_width=32)
+    else:
+        import timm
 
-            trunk = VisionTransformer(img_size=image_size, patch_size=patch_size, num_classes=0,
-                                      drop_path_rate=drop_path, dynamic_img_size=True, **spec)
-        else:
-            trunk = timm.create_model(spec, pretrained=False, num_classes=0, img_size=image_size,
-                                      patch_size=patch_size, drop_path_rate=drop_path, dynamic_img_size=True)
-        return Backbone(trunk, trunk.num_features, name)
-    raise FastSSLError(f"unknown model.name '{name}'.{did_you_mean(name, BACKBONES)} Choose one of: {', '.join(BACKBONES)}")
+        trunk = timm.create_model(timm_name, pretrained=False, num_classes=0, drop_path_rate=drop_path)
+    if cifar:
+        _cifar_stem(trunk)
+    return Backbone(trunk, trunk.num_features, name)
+
+
+def _build_vit(name: str, image_size: int, patch_size: int, drop_path: float) -> Backbone:
+    # dynamic_img_size: inputs of any multiple of the patch size (DINO's local crops), the
+    # position embedding resampled bicubically as DINO's interpolate_pos_encoding does.
+    if image_size % patch_size:
+        raise FastSSLError(
+            f"data.image_size={image_size} is not a multiple of model.patch_size={patch_size}; "
+            f"pick sizes so that image_size % patch_size == 0"
+        )
+    spec = _VITS[name]
+    if isinstance(spec, dict):
+        from timm.models.vision_transformer import VisionTransformer
+
+        trunk = VisionTransformer(img_size=image_size, patch_size=patch_size, num_classes=0,
+                                  drop_path_rate=drop_path, dynamic_img_size=True, **spec)
+    else:
+        import timm
+
+        trunk = timm.create_model(spec, pretrained=False, num_classes=0, img_size=image_size,
+                                  patch_size=patch_size, drop_path_rate=drop_path, dynamic_img_size=True)
+    return Backbone(trunk, trunk.num_features, name)
+
+
+# Each row of the tables above is a backbone, registered under its `--model.name` with its
+# family's builder (fastssl/registry.py); `meta["family"]` says which contract extras it has.
+for _name in _RESNETS:
+    BACKBONES.register(_name, family="resnet")(functools.partial(_build_resnet, _name))
+for _name in _VITS:
+    BACKBONES.register(_name, family="vit")(functools.partial(_build_vit, _name))
+
+
+def build_backbone(name: str, image_size: int = 224, patch_size: int = 16, drop_path: float = 0.0) -> Backbone:
+    return BACKBONES.get(name)(image_size, patch_size, drop_path)

@@ -25,27 +25,7 @@ from fastssl.config import Config, DataConfig
 from fastssl.distributed import World, is_dist
 from fastssl.errors import FastSSLError
 from fastssl.parallel.engines import Engine
-from fastssl.train.time_budget import parse_duration
-
-
-def parse_every(text: str | int) -> tuple[int, float]:
-    """'' / '0' -> off; '500' -> every 500 steps; '2m' / '90s' -> every 2 min / 90 s of training.
-
-    Returns (steps, seconds), at most one of them non-zero.
-    """
-    s = str(text).strip().lower()
-    if s in ("", "0"):
-        return 0, 0.0
-    if s.isdigit():
-        return int(s), 0.0
-    try:
-        seconds = parse_duration(s)
-    except FastSSLError:
-        seconds = -1.0
-    if seconds <= 0:
-        raise FastSSLError(f"--eval.knn_every={text!r} is neither a step count nor a duration; "
-                           f"write e.g. --eval.knn_every=500 (steps) or --eval.knn_every=2m")
-    return 0, seconds
+from fastssl.config.durations import parse_every
 
 
 class _EngineBackbone(torch.nn.Module):

@@ -36,7 +36,6 @@ before the restart is not known to the new process.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -44,25 +43,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from fastssl.config.durations import parse_duration
 from fastssl.errors import FastSSLError
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '10m', '1.5h', '2h30m', or plain seconds -> seconds. '' or '0' -> 0 (no budget)."""
-    s = str(text).strip().lower()
-    if s in ("", "0"):
-        return 0.0
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhd])", s)
-    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([smhd])", "", s).strip():
-        raise FastSSLError(f"--train.time_budget={text!r} is not a duration; write e.g. 10m, 2h, 1h30m or 600 (seconds)")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
-
 
 @dataclass
 class TimeBudgetPlanner:
@@ -95,8 +77,8 @@ class TimeBudgetPlanner:
             raise FastSSLError("--train.time_budget must be a positive duration such as 10m")
         if self.measure_steps < 2:
             raise ValueError("measure_steps must be >= 2 (the first step is dropped)")
-        if self.tolerance < 0:
-            raise FastSSLError(f"--train.time_budget_tolerance={self.tolerance} must be >= 0 (0 = plan once)")
+        if self.tolerance < 0:  # users' values are checked in Config.validate()
+            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
         # The schedule: real step -> schedule step, piecewise linear through `_knots`, reaching
         # `schedule_total` at `planned_total`.
         self.schedule_total = self.planned_total

@@ -35,12 +35,12 @@ from fastssl.config import Config, validate
 from fastssl.distributed import World, all_reduce_mean, destroy_distributed, init_distributed
 from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
-from fastssl.parallel.engines import build_engine, check_strategy
+from fastssl.parallel.engines import build_engine
 from fastssl.stop_signals import StopSignals, exit_status
-from fastssl.train.time_budget import TimeBudgetPlanner, build_plan, parse_duration
+from fastssl.train.time_budget import build_plan
 from fastssl.train.bn_guard import BatchNormGuard
 from fastssl.train.checkpointer import Checkpointer
-from fastssl.train.knn_monitor import KnnMonitor, knn_at_end, parse_every, skipped_note
+from fastssl.train.knn_monitor import KnnMonitor, knn_at_end, skipped_note
 from fastssl.train.metrics import MetricLogger
 from fastssl.train.optim import build_optimizer
 from fastssl.train.run_dir import RunDir
@@ -49,19 +49,13 @@ from fastssl.train.step import OK, STOPPED, StepOutcome, train_step
 
 
 def validate_run(cfg: Config, world: World) -> None:
+    """`Config.validate()` (every check on values alone), then what depends on the world size."""
     validate(cfg)
-    check_strategy(cfg)
     if cfg.train.batch_size % world.world_size:
         raise FastSSLError(
             f"train.batch_size={cfg.train.batch_size} is not divisible by world size {world.world_size}; "
             f"set --train.batch_size to a multiple of {world.world_size}"
         )
-    budget_s = parse_duration(cfg.train.time_budget)  # fails on a malformed duration, before any work
-    if budget_s:  # the planner checks its own settings (the tolerance), before any work too
-        TimeBudgetPlanner(budget_s, tolerance=cfg.train.time_budget_tolerance)
-    parse_every(cfg.eval.knn_every)
-    if cfg.train.epochs < 1 and cfg.train.max_steps < 1 and not budget_s:
-        raise FastSSLError("nothing to train: set --train.epochs or --train.max_steps to at least 1")
 
 
 def train(cfg: Config) -> dict[str, Any]:

@@ -5,7 +5,7 @@ import torch
 
 from fastssl.checkpoint import latest_checkpoint, load_checkpoint
 from fastssl.errors import FastSSLError
-from fastssl.train.knn_monitor import parse_every
+from fastssl.config.durations import parse_every
 from fastssl.train.trainer import train
 
 

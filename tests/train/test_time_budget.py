@@ -2,7 +2,8 @@ import pytest
 
 from fastssl.errors import FastSSLError
 from fastssl.train.schedule import lr_at
-from fastssl.train.time_budget import TimeBudgetPlanner, parse_duration, plan_total_steps
+from fastssl.config.durations import parse_duration
+from fastssl.train.time_budget import TimeBudgetPlanner, plan_total_steps
 
 
 @pytest.mark.parametrize("text, seconds", [
