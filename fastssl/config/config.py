@@ -203,6 +203,8 @@ def validate(cfg: Config) -> Config:
         ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
         ("optim.lars_eta", cfg.optim.lars_eta > 0, "must be > 0"),
         ("optim.clip_grad", cfg.optim.clip_grad >= 0, "must be >= 0 (0 disables clipping)"),
+        ("optim.layer_decay", 0 < cfg.optim.layer_decay <= 1, "must be in (0, 1] (1 disables layer-wise decay)"),
+        ("model.registers", cfg.model.registers >= 0, "must be >= 0 (0 = no register tokens)"),
         ("data.image_size", cfg.data.image_size >= 1, "must be >= 1"),
         ("eval.knn_t", cfg.eval.knn_t > 0, "must be > 0"),
         ("dist.zero_stage", cfg.dist.zero_stage in (1, 2, 3), "must be 1, 2 or 3 (DeepSpeed ZeRO stages)"),

@@ -8,16 +8,28 @@ Every method and evaluator uses only this contract:
   and `backbone.classify(x)` = `head(backbone(x))` for probing and fine-tuning;
 - `backbone.blocks()`: the units that sharding and activation checkpointing wrap one by one
   (ResNet stages, ViT blocks), in forward order;
-- ViTs only (`backbone.is_vit`), for token methods (MAE): `embed_patches(x)` -> patch tokens with
-  their position embedding `[N, L, D]`; `forward_tokens(tokens)` prepends the class token and runs
-  the blocks and final norm -> `[N, 1 + L', D]`; `patch_size`, `num_patches`, `embed_dim`;
-  `freeze_patch_embed()` (MoCo v3's frozen random patch projection).
+- `backbone.stem_params()`: the parameters before the first block (patch embedding, position
+  embedding, class and register tokens; a ResNet's stem), for layer-wise lr decay;
+- ViTs only (`backbone.is_vit`), for token methods (MAE, DINOv2): `embed_patches(x)` -> patch
+  tokens with their position embedding `[N, L, D]`; `forward_tokens(tokens)` prepends the class
+  token and the registers and runs the blocks and final norm -> `[N, 1 + R + L', D]`;
+  `tokens(x, mask, mask_token)` -> `ViTTokens` (class token `[N, D]`, registers `[N, R, D]`, patch
+  tokens `[N, L, D]`, all after the final norm), where patches with `mask` `[N, L]` True have their
+  embedding replaced by `mask_token` `[D]` before the position embedding (iBOT, DINOv2);
+  `patch_size`, `num_patches`, `num_registers`, `embed_dim`; `freeze_patch_embed()` (MoCo v3's
+  frozen random patch projection).
+
+Registers (Darcet et al. 2024, "Vision Transformers Need Registers"): `registers=R` extra learned
+tokens after the class token that every block attends to and nothing reads: `backbone(x)` is the
+class token, so they never reach pooled or exported features.
 
 Model code is single-device: no DDP, FSDP, compile or checkpointing here; `fastssl.parallel`
 applies those from outside.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -39,8 +51,16 @@ _VITS = {
     "vit_tiny": "vit_tiny_patch16_224",
     "vit_small": "vit_small_patch16_224",
     "vit_base": "vit_base_patch16_224",
+    "vit_large": "vit_large_patch16_224",
+    "vit_huge": "vit_huge_patch14_224",
 }
 BACKBONES = sorted([*_RESNETS, *_VITS])
+
+
+class ViTTokens(NamedTuple):
+    cls: torch.Tensor  # [N, D]
+    registers: torch.Tensor  # [N, R, D]
+    patches: torch.Tensor  # [N, L, D]
 
 
 class Backbone(nn.Module):
@@ -73,6 +93,13 @@ class Backbone(nn.Module):
             return list(self.trunk.blocks)
         return [getattr(self.trunk, f"layer{i}") for i in range(1, 5) if hasattr(self.trunk, f"layer{i}")]
 
+    def stem_params(self) -> list[nn.Parameter]:
+        t = self.trunk
+        if self.is_vit:
+            tokens = [t.cls_token, t.reg_token, t.pos_embed]
+            return [p for p in tokens if p is not None] + list(t.patch_embed.parameters())
+        return [*t.conv1.parameters(), *t.bn1.parameters()]
+
     # --- ViT token interface -------------------------------------------------------------------
     def _vit(self) -> nn.Module:
         if not self.is_vit:
@@ -88,6 +115,10 @@ class Backbone(nn.Module):
         return int(self._vit().patch_embed.num_patches)
 
     @property
+    def num_registers(self) -> int:
+        return int(self._vit().num_reg_tokens)
+
+    @property
     def embed_dim(self) -> int:
         return int(self._vit().embed_dim)
 
@@ -98,10 +129,25 @@ class Backbone(nn.Module):
 
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         vit = self._vit()
-        cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)  # [N, 1, D]
-        x = vit.norm_pre(torch.cat([cls, tokens], dim=1))  # [N, 1 + L', D]
+        prefix = vit.cls_token
+        if vit.reg_token is not None:
+            prefix = torch.cat([prefix, vit.reg_token], dim=1)  # [1, 1 + R, D]
+        prefix = (prefix + vit.pos_embed[:, : vit.num_prefix_tokens]).expand(tokens.shape[0], -1, -1)
+        x = vit.norm_pre(torch.cat([prefix, tokens], dim=1))  # [N, 1 + R + L', D]
         x = vit.blocks(x)
         return vit.norm(x)
+
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+               mask_token: torch.Tensor | None = None) -> ViTTokens:
+        vit = self._vit()
+        t = vit.patch_embed(x)  # [N, h, w, D]
+        if mask is not None:
+            # DINOv2 prepare_tokens_with_masks: the embedding is replaced, the position is kept.
+            t = torch.where(mask.view(*t.shape[:-1], 1), mask_token.to(t.dtype), t)
+        t = vit.norm_pre(vit.patch_drop(vit._pos_embed(t)))  # [N, 1 + R + L, D]; resamples positions
+        t = vit.norm(vit.blocks(t))
+        p = vit.num_prefix_tokens
+        return ViTTokens(t[:, 0], t[:, 1:p], t[:, p:])
 
     def freeze_patch_embed(self) -> None:
         for p in self._vit().patch_embed.parameters():
@@ -115,10 +161,13 @@ def _cifar_stem(model: nn.Module) -> None:
     model.maxpool = nn.Identity()
 
 
-def build_backbone(name: str, image_size: int = 224, patch_size: int = 16, drop_path: float = 0.0) -> Backbone:
+def build_backbone(name: str, image_size: int = 224, patch_size: int = 16, drop_path: float = 0.0,
+                   registers: int = 0) -> Backbone:
     import timm
     from timm.models.resnet import BasicBlock, ResNet
 
+    if registers and name not in _VITS:
+        raise FastSSLError(f"model.registers={registers} needs a ViT, but model.name={name}; set --model.registers=0")
     if name in _RESNETS:
         timm_name, cifar = _RESNETS[name]
         if timm_name == "tiny":
@@ -141,9 +190,10 @@ def build_backbone(name: str, image_size: int = 224, patch_size: int = 16, drop_
             from timm.models.vision_transformer import VisionTransformer
 
             trunk = VisionTransformer(img_size=image_size, patch_size=patch_size, num_classes=0,
-                                      drop_path_rate=drop_path, dynamic_img_size=True, **spec)
+                                      drop_path_rate=drop_path, dynamic_img_size=True, reg_tokens=registers, **spec)
         else:
             trunk = timm.create_model(spec, pretrained=False, num_classes=0, img_size=image_size,
-                                      patch_size=patch_size, drop_path_rate=drop_path, dynamic_img_size=True)
+                                      patch_size=patch_size, drop_path_rate=drop_path, dynamic_img_size=True,
+                                      reg_tokens=registers)
         return Backbone(trunk, trunk.num_features, name)
     raise FastSSLError(f"unknown model.name '{name}'.{did_you_mean(name, BACKBONES)} Choose one of: {', '.join(BACKBONES)}")
