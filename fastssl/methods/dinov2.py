@@ -109,7 +109,8 @@ class DINOv2(DINO):
 
     def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
         if len(views) < 2:
-            raise FastSSLError(f"DINOv2 needs 2 global views per image, got {len(views)}; the loader must use DINOv2.view_spec")
+            raise FastSSLError(f"DINOv2 needs 2 global views per image, got {len(views)}; "
+                               "the loader must use DINOv2.view_spec")
         cfg = self.cfg
         # views: 2 global [n, 3, G, G], then K local [n, 3, l, l]
         globals_, locals_ = torch.cat(views[:2]), views[2:]  # [2 n, 3, G, G]

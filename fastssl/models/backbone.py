@@ -125,7 +125,7 @@ class Backbone(nn.Module):
     def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
         vit = self._vit()
         tokens = vit.patch_embed(x).flatten(1, -2)  # [N, L, D] (dynamic_img_size makes it [N, h, w, D])
-        return tokens + vit.pos_embed[:, vit.num_prefix_tokens :]  # position of each patch; the class token's comes later
+        return tokens + vit.pos_embed[:, vit.num_prefix_tokens :]  # each patch's position; the prefix tokens' come later
 
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         vit = self._vit()
