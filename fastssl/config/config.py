@@ -201,7 +201,11 @@ def validate(cfg: Config) -> Config:
         raise FastSSLError(f"--method.{key} {problem}")
     for key, registry in (("model.name", BACKBONES), ("dist.strategy", ENGINES)):
         registry.entry(_get(cfg, key))
-    if BACKBONES.entry(cfg.model.name).meta["family"] == "vit" and cfg.data.image_size % cfg.model.patch_size:
+    is_vit = BACKBONES.entry(cfg.model.name).meta["family"] == "vit"
+    if cfg.model.registers and not is_vit:
+        raise FastSSLError(f"--model.registers={cfg.model.registers} needs a ViT, but --model.name={cfg.model.name}; "
+                           f"set --model.registers=0 or a ViT model")
+    if is_vit and cfg.data.image_size % cfg.model.patch_size:
         raise FastSSLError(f"--data.image_size={cfg.data.image_size} is not a multiple of --model.patch_size="
                            f"{cfg.model.patch_size}; pick sizes so that image_size % patch_size == 0")
     if cfg.data.dataset != "auto":
@@ -226,6 +230,8 @@ def validate(cfg: Config) -> Config:
         ("optim.clip_grad", cfg.optim.clip_grad >= 0, "must be >= 0 (0 disables clipping)"),
         ("optim.warmup_epochs", cfg.optim.warmup_epochs >= 0, "must be >= 0"),
         ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must be in [0, 1]"),
+        ("optim.layer_decay", 0 < cfg.optim.layer_decay <= 1, "must be in (0, 1] (1 disables layer-wise decay)"),
+        ("model.registers", cfg.model.registers >= 0, "must be >= 0 (0 = no register tokens)"),
         ("data.image_size", cfg.data.image_size >= 1, "must be >= 1"),
         ("data.limit", cfg.data.limit >= 0, "must be >= 0 (0 = all images)"),
         ("data.num_workers", cfg.data.num_workers >= 0, "must be >= 0"),

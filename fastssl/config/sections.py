@@ -97,6 +97,8 @@ class ModelConfig:
     # Continue pretraining from these backbone weights: a timm state_dict file, a `fastssl export`
     # file or a fastssl checkpoint. Step, optimizer and schedule start afresh (unlike --resume).
     init: str = ""
+    # ViT only: register tokens (Darcet et al. 2024 use 4), dropped from the pooled features. 0 = none.
+    registers: int = 0
 
 
 @dataclass
@@ -123,6 +125,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     # Max global grad norm; 0 disables clipping.
     clip_grad: float = 0.0
+    # Layer-wise lr decay: block i of L gets lr x layer_decay^(L - i), the stem layer_decay^(L + 1),
+    # heads 1 (BEiT; DINOv2 ssl_default_config.yaml layerwise_decay 0.9 for ViT-L). 1.0 = off.
+    layer_decay: float = 1.0
 
 
 @dataclass

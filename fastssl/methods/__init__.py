@@ -16,6 +16,7 @@ from fastssl.methods.colorize import Colorize
 from fastssl.methods.cpc import CPC
 from fastssl.methods.deepcluster import DeepClusterV2
 from fastssl.methods.dino import DINO
+from fastssl.methods.dinov2 import DINOv2
 from fastssl.methods.jigsaw import Jigsaw
 from fastssl.methods.mae import MAE
 from fastssl.methods.mocov2 import MoCoV2
@@ -35,10 +36,11 @@ def method_class(name: str) -> type[SSLMethod]:
 
 def build_method(cfg: Config) -> SSLMethod:
     cls = method_class(cfg.method.name)
-    backbone = build_backbone(cfg.model.name, cfg.data.image_size, cfg.model.patch_size, cfg.model.drop_path)
+    backbone = build_backbone(cfg.model.name, cfg.data.image_size, cfg.model.patch_size, cfg.model.drop_path,
+                              cfg.model.registers)
     return cls(backbone, cfg.method)
 
 
 __all__ = ["METHODS", "BarlowTwins", "SimSiam", "VICReg", "CPC", "Colorize", "Jigsaw", "Rotation", "BYOL",
-           "DeepClusterV2", "SwAV", "DINO", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR", "build_method",
-           "method_class"]
+           "DeepClusterV2", "SwAV", "DINO", "DINOv2", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR",
+           "build_method", "method_class"]

@@ -56,9 +56,15 @@ def dino_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, center: torc
 
     student_out [(2 + K) n, out], teacher_out [2 n, out] (crop-major), center [1, out].
     """
-    n_crops = student_out.shape[0] // (teacher_out.shape[0] // 2)
+    p_t = F.softmax((teacher_out.float() - center) / teacher_temp, dim=-1).detach()  # [2 n, out]
+    return crop_pairs_loss(student_out, p_t, student_temp)
+
+
+def crop_pairs_loss(student_out: torch.Tensor, teacher_probs: torch.Tensor, student_temp: float) -> torch.Tensor:
+    """DINO's loss on given teacher targets: student_out [(2 + K) n, out], teacher_probs [2 n, out]."""
+    n_crops = student_out.shape[0] // (teacher_probs.shape[0] // 2)
     log_p_s = F.log_softmax(student_out.float() / student_temp, dim=-1).chunk(n_crops)  # (2 + K) x [n, out]
-    p_t = F.softmax((teacher_out.float() - center) / teacher_temp, dim=-1).detach().chunk(2)  # 2 x [n, out]
+    p_t = teacher_probs.float().chunk(2)  # 2 x [n, out]
     total, terms = student_out.new_zeros((), dtype=torch.float32), 0
     for j, q in enumerate(p_t):
         for v, log_p in enumerate(log_p_s):

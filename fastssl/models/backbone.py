@@ -8,10 +8,20 @@ Every method and evaluator uses only this contract:
   and `backbone.classify(x)` = `head(backbone(x))` for probing and fine-tuning;
 - `backbone.blocks()`: the units that sharding and activation checkpointing wrap one by one
   (ResNet stages, ViT blocks), in forward order;
-- ViTs only (`backbone.is_vit`), for token methods (MAE): `embed_patches(x)` -> patch tokens with
-  their position embedding `[N, L, D]`; `forward_tokens(tokens)` prepends the class token and runs
-  the blocks and final norm -> `[N, 1 + L', D]`; `patch_size`, `num_patches`, `embed_dim`;
-  `freeze_patch_embed()` (MoCo v3's frozen random patch projection).
+- `backbone.stem_params()`: the parameters before the first block (patch embedding, position
+  embedding, class and register tokens; a ResNet's stem), for layer-wise lr decay;
+- ViTs only (`backbone.is_vit`), for token methods (MAE, DINOv2): `embed_patches(x)` -> patch
+  tokens with their position embedding `[N, L, D]`; `forward_tokens(tokens)` prepends the class
+  token and the registers and runs the blocks and final norm -> `[N, 1 + R + L', D]`;
+  `tokens(x, mask, mask_token)` -> `ViTTokens` (class token `[N, D]`, registers `[N, R, D]`, patch
+  tokens `[N, L, D]`, all after the final norm), where patches with `mask` `[N, L]` True have their
+  embedding replaced by `mask_token` `[D]` before the position embedding (iBOT, DINOv2);
+  `patch_size`, `num_patches`, `num_registers`, `embed_dim`; `freeze_patch_embed()` (MoCo v3's
+  frozen random patch projection).
+
+Registers (Darcet et al. 2024, "Vision Transformers Need Registers"): `registers=R` extra learned
+tokens after the class token that every block attends to and nothing reads: `backbone(x)` is the
+class token, so they never reach pooled or exported features.
 
 Model code is single-device: no DDP, FSDP, compile or checkpointing here; `fastssl.parallel`
 applies those from outside.
@@ -20,6 +30,7 @@ applies those from outside.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -42,7 +53,15 @@ _VITS = {
     "vit_tiny": "vit_tiny_patch16_224",
     "vit_small": "vit_small_patch16_224",
     "vit_base": "vit_base_patch16_224",
+    "vit_large": "vit_large_patch16_224",
+    "vit_huge": "vit_huge_patch14_224",
 }
+
+
+class ViTTokens(NamedTuple):
+    cls: torch.Tensor  # [N, D]
+    registers: torch.Tensor  # [N, R, D]
+    patches: torch.Tensor  # [N, L, D]
 
 
 class Backbone(nn.Module):
@@ -75,6 +94,13 @@ class Backbone(nn.Module):
             return list(self.trunk.blocks)
         return [getattr(self.trunk, f"layer{i}") for i in range(1, 5) if hasattr(self.trunk, f"layer{i}")]
 
+    def stem_params(self) -> list[nn.Parameter]:
+        t = self.trunk
+        if self.is_vit:
+            tokens = [t.cls_token, t.reg_token, t.pos_embed]
+            return [p for p in tokens if p is not None] + list(t.patch_embed.parameters())
+        return [*t.conv1.parameters(), *t.bn1.parameters()]
+
     # --- ViT token interface -------------------------------------------------------------------
     def _vit(self) -> nn.Module:
         if not self.is_vit:
@@ -90,20 +116,39 @@ class Backbone(nn.Module):
         return int(self._vit().patch_embed.num_patches)
 
     @property
+    def num_registers(self) -> int:
+        return int(self._vit().num_reg_tokens)
+
+    @property
     def embed_dim(self) -> int:
         return int(self._vit().embed_dim)
 
     def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
         vit = self._vit()
         tokens = vit.patch_embed(x).flatten(1, -2)  # [N, L, D] (dynamic_img_size makes it [N, h, w, D])
-        return tokens + vit.pos_embed[:, vit.num_prefix_tokens :]  # position of each patch; the class token's comes later
+        return tokens + vit.pos_embed[:, vit.num_prefix_tokens :]  # each patch's position; the prefix tokens' come later
 
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         vit = self._vit()
-        cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)  # [N, 1, D]
-        x = vit.norm_pre(torch.cat([cls, tokens], dim=1))  # [N, 1 + L', D]
+        prefix = vit.cls_token
+        if vit.reg_token is not None:
+            prefix = torch.cat([prefix, vit.reg_token], dim=1)  # [1, 1 + R, D]
+        prefix = (prefix + vit.pos_embed[:, : vit.num_prefix_tokens]).expand(tokens.shape[0], -1, -1)
+        x = vit.norm_pre(torch.cat([prefix, tokens], dim=1))  # [N, 1 + R + L', D]
         x = vit.blocks(x)
         return vit.norm(x)
+
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+               mask_token: torch.Tensor | None = None) -> ViTTokens:
+        vit = self._vit()
+        t = vit.patch_embed(x)  # [N, h, w, D]
+        if mask is not None:
+            # DINOv2 prepare_tokens_with_masks: the embedding is replaced, the position is kept.
+            t = torch.where(mask.view(*t.shape[:-1], 1), mask_token.to(t.dtype), t)
+        t = vit.norm_pre(vit.patch_drop(vit._pos_embed(t)))  # [N, 1 + R + L, D]; resamples positions
+        t = vit.norm(vit.blocks(t))
+        p = vit.num_prefix_tokens
+        return ViTTokens(t[:, 0], t[:, 1:p], t[:, p:])
 
     def freeze_patch_embed(self) -> None:
         for p in self._vit().patch_embed.parameters():
@@ -117,9 +162,11 @@ def _cifar_stem(model: nn.Module) -> None:
     model.maxpool = nn.Identity()
 
 
-def _build_resnet(name: str, image_size: int, patch_size: int, drop_path: float) -> Backbone:
+def _build_resnet(name: str, image_size: int, patch_size: int, drop_path: float, registers: int) -> Backbone:
     from timm.models.resnet import BasicBlock, ResNet
 
+    if registers:
+        raise FastSSLError(f"model.registers={registers} needs a ViT, but model.name={name}; set --model.registers=0")
     timm_name, cifar = _RESNETS[name]
     if timm_name == "tiny":
         trunk = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=0, channels=(32, 64, 128, 256), stem_width=32)
@@ -132,7 +179,7 @@ def _build_resnet(name: str, image_size: int, patch_size: int, drop_path: float)
     return Backbone(trunk, trunk.num_features, name)
 
 
-def _build_vit(name: str, image_size: int, patch_size: int, drop_path: float) -> Backbone:
+def _build_vit(name: str, image_size: int, patch_size: int, drop_path: float, registers: int) -> Backbone:
     # dynamic_img_size: inputs of any multiple of the patch size (DINO's local crops), the
     # position embedding resampled bicubically as DINO's interpolate_pos_encoding does.
     if image_size % patch_size:
@@ -145,12 +192,13 @@ def _build_vit(name: str, image_size: int, patch_size: int, drop_path: float) ->
         from timm.models.vision_transformer import VisionTransformer
 
         trunk = VisionTransformer(img_size=image_size, patch_size=patch_size, num_classes=0,
-                                  drop_path_rate=drop_path, dynamic_img_size=True, **spec)
+                                  drop_path_rate=drop_path, dynamic_img_size=True, reg_tokens=registers, **spec)
     else:
         import timm
 
         trunk = timm.create_model(spec, pretrained=False, num_classes=0, img_size=image_size,
-                                  patch_size=patch_size, drop_path_rate=drop_path, dynamic_img_size=True)
+                                  patch_size=patch_size, drop_path_rate=drop_path, dynamic_img_size=True,
+                                  reg_tokens=registers)
     return Backbone(trunk, trunk.num_features, name)
 
 
@@ -162,5 +210,6 @@ for _name in _VITS:
     BACKBONES.register(_name, family="vit")(functools.partial(_build_vit, _name))
 
 
-def build_backbone(name: str, image_size: int = 224, patch_size: int = 16, drop_path: float = 0.0) -> Backbone:
-    return BACKBONES.get(name)(image_size, patch_size, drop_path)
+def build_backbone(name: str, image_size: int = 224, patch_size: int = 16, drop_path: float = 0.0,
+                   registers: int = 0) -> Backbone:
+    return BACKBONES.get(name)(image_size, patch_size, drop_path, registers)

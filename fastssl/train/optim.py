@@ -69,33 +69,56 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, weight_decay: float, fixed_lr: Iterable[nn.Parameter] = ()) -> list[dict]:
-    """Decay / no-decay groups; parameters in `fixed_lr` go to twin groups marked `fixed_lr=True`."""
+def layer_lr_scales(model: nn.Module, layer_decay: float) -> dict[int, float]:
+    """{id(param): lr multiplier} of layer-wise lr decay (Bao et al. 2022, BEiT; DINOv2
+    dinov2/utils/param_groups.py get_vit_lr_decay_rate): block i of L gets decay^(L - i), the stem
+    (patch and position embedding, class and register tokens) decay^(L + 1), the rest 1 (final
+    norm, heads). Only the method's backbone is decayed; parameters not listed here get 1."""
+    if layer_decay == 1.0 or not isinstance(model, SSLMethod):
+        return {}
+    blocks = model.backbone.blocks()
+    n = len(blocks)
+    scales = {id(p): layer_decay ** (n + 1) for p in model.backbone.stem_params()}
+    for i, block in enumerate(blocks):
+        scales.update({id(p): layer_decay ** (n - i) for p in block.parameters()})
+    return scales
+
+
+def param_groups(model: nn.Module, weight_decay: float, fixed_lr: Iterable[nn.Parameter] = (),
+                 layer_decay: float = 1.0) -> list[dict]:
+    """Decay / no-decay groups; parameters in `fixed_lr` go to twin groups marked `fixed_lr=True`;
+    with `layer_decay` < 1 each lr multiplier (`layer_lr_scales`) gets its own pair, marked `lr_scale`."""
     fixed = {id(p) for p in fixed_lr}
-    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {(d, f): [] for d in (True, False) for f in (False, True)}
+    scales = layer_lr_scales(model, layer_decay)
+    buckets: dict[tuple[bool, bool, float], list[nn.Parameter]] = {(d, False, 1.0): [] for d in (True, False)}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         # 1-D tensors are biases and norm scales; ViT's pos_embed/cls_token are excluded too.
         no_decay = p.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name or "cls_token" in name
-        buckets[(not no_decay, id(p) in fixed)].append(p)
+        buckets.setdefault((not no_decay, id(p) in fixed, scales.get(id(p), 1.0)), []).append(p)
     groups = []
-    for (decay, is_fixed), params in buckets.items():
-        if params or not is_fixed:  # the two plain groups always exist, fixed ones only when used
-            groups.append({"params": params, "weight_decay": weight_decay if decay else 0.0,
-                           "lars_exclude": not decay, **({"fixed_lr": True} if is_fixed else {})})
+    # The two plain groups always exist; decay groups first, fixed after plain (the order before layer decay).
+    for (decay, is_fixed, scale), params in sorted(buckets.items(), key=lambda kv: (not kv[0][0], kv[0][1])):
+        extra = {"fixed_lr": True} if is_fixed else {}
+        if scale != 1.0:
+            extra["lr_scale"] = scale
+        groups.append({"params": params, "weight_decay": weight_decay if decay else 0.0,
+                       "lars_exclude": not decay, **extra})
     return groups
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
     """`lr` is the peak lr. A method's `fixed_lr_params()` keep it all run (SimSiam's main_simsiam.py
     adjust_learning_rate: `fix_lr` groups keep init_lr): their groups carry it as `fixed_lr`, which
-    `Engine.set_lr` gives them in place of the schedule's value."""
+    `Engine.set_lr` gives them in place of the schedule's value. Groups with an `lr_scale` (layer
+    decay) get the schedule's lr times it, there too."""
     fixed = model.fixed_lr_params() if isinstance(model, SSLMethod) else []
-    groups = param_groups(model, cfg.weight_decay, fixed)
+    groups = param_groups(model, cfg.weight_decay, fixed, cfg.layer_decay)
     for g in groups:
         if g.get("fixed_lr"):
             g["fixed_lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
     return _make(groups, cfg, lr)
 
 
