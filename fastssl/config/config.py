@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastssl.config.durations import parse_duration, parse_every
+from fastssl.config.typed import coerce
 from fastssl.config.methods import MethodConfig, SimCLRConfig, method_config_class, method_keys
 from fastssl.config.sections import (
     AugConfig,
@@ -92,54 +93,6 @@ def _unknown(key: str, choices: list[str], what: str) -> FastSSLError:
     return FastSSLError(f"unknown {what} '{key}'.{did_you_mean(key, choices)} Run `fastssl config --keys` to list them.")
 
 
-def _coerce(value: Any, typ: Any, key: str) -> Any:
-    """Convert a CLI string (or JSON value) to the field's declared type, or fail clearly."""
-    origin = typing.get_origin(typ)
-    if origin is tuple:
-        args = typing.get_args(typ)
-        items = value.split(",") if isinstance(value, str) else list(value)
-        if len(items) != len(args):
-            raise FastSSLError(
-                f"{key} takes {len(args)} comma-separated values, got {value!r}; "
-                f"write e.g. --{key}={','.join(str(_example(a)) for a in args)}"
-            )
-        return tuple(_coerce(v.strip() if isinstance(v, str) else v, a, key) for v, a in zip(items, args))
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        return _coerce(value, args[0], key)
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        s = str(value).strip().lower()
-        if s in ("1", "true", "yes", "on"):
-            return True
-        if s in ("0", "false", "no", "off"):
-            return False
-        raise FastSSLError(f"{key} is a bool; write --{key}=true or --{key}=false, not {value!r}")
-    if typ is int:
-        if isinstance(value, bool):
-            raise FastSSLError(f"{key} is an int, got {value!r}")
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise FastSSLError(f"{key} is an int; write e.g. --{key}=8, not {value!r}") from None
-        if f != int(f):
-            raise FastSSLError(f"{key} is an int; write e.g. --{key}=8, not {value!r}")
-        return int(f)
-    if typ is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise FastSSLError(f"{key} is a float; write e.g. --{key}=0.1, not {value!r}") from None
-    if typ is str:
-        return str(value)
-    raise TypeError(f"unsupported config type {typ!r} for {key}")
-
-
-def _example(typ: Any) -> Any:
-    return {int: 1, float: 0.5, bool: "true", str: "x"}.get(typ, "x")
-
-
 def _switch_method(cfg: Config, name: str) -> None:
     cls = method_config_class(name)
     old = cfg.method
@@ -175,7 +128,7 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
                 f"set --method.name={owners[0]} or drop --{key}"
             )
         raise _unknown(key, all_keys(cfg), "config key")
-    setattr(section, name, _coerce(value, hints[name], key))
+    setattr(section, name, coerce(value, hints[name], key))
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:

@@ -12,13 +12,18 @@ Every default is the paper's or its reference repository's, cited beside it. Rec
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from fastssl.config.typed import Section
 
 from fastssl.registry import METHODS
 
 
 @dataclass
-class MethodConfig:
+class MethodConfig(Section):
     """Fields every method has. Subclasses add their own."""
+
+    section: ClassVar[str] = "method"
 
     # The method (`fastssl recipes` lists them); setting it switches this section's keys.
     name: str = ""

@@ -6,10 +6,15 @@ Defaults live here, in code; recipes (fastssl/recipes/) override them by name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+from fastssl.config.typed import Section
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
+    section: ClassVar[str] = "data"
+
     # "auto" guesses from `path` ("" = the built-in digits); or "digits" (built in, no download),
     # "npz" (JPEG shards), "folder" (ImageFolder), "cifar10" | "stl10" | "mnist" (torchvision),
     # "filelist" (.txt of `path label` lines) | "webdataset" (tar shards; DALI backends only).
@@ -41,8 +46,10 @@ class DataConfig:
 
 
 @dataclass
-class AugConfig:
+class AugConfig(Section):
     """SimCLR/BYOL view augmentation. Per-view probabilities are tuples (view 1, view 2)."""
+    section: ClassVar[str] = "aug"
+
 
     # Random resized crop's area range, as a share of the image (BYOL Table 6 / SimCLR: 0.08-1).
     crop_scale_min: float = 0.08
@@ -87,7 +94,9 @@ class AugConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
+    section: ClassVar[str] = "model"
+
     # resnet18 | resnet50 | resnet18-cifar | resnet50-cifar | resnet-tiny | vit_tiny | vit_small | vit_base
     name: str = "resnet18"
     # ViT only. The image size comes from data.image_size.
@@ -102,7 +111,9 @@ class ModelConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Section):
+    section: ClassVar[str] = "optim"
+
     name: str = "lars"  # lars | adamw | sgd
     # Scaled as lr = base_lr * global_batch / 256.
     base_lr: float = 0.3
@@ -131,7 +142,9 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
+    section: ClassVar[str] = "train"
+
     # Passes over the training set; the lr schedule spans them.
     epochs: int = 100
     # Global batch across all ranks; each rank gets batch_size // world_size.
@@ -179,7 +192,9 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Section):
+    section: ClassVar[str] = "eval"
+
     # Neighbours of the weighted kNN (Wu et al. 2018, InstDisc Sec. 4.1: k = 200).
     knn_k: int = 200
     # Temperature of the kNN's similarity weights (InstDisc: 0.07; MoCo's kNN monitor: 0.1).
@@ -217,7 +232,9 @@ class EvalConfig:
 
 
 @dataclass
-class DistConfig:
+class DistConfig(Section):
+    section: ClassVar[str] = "dist"
+
     backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
     # ddp (replicated) | fsdp (FSDP2 fully_shard per block, then the root) | deepspeed (ZeRO).
     strategy: str = "ddp"

@@ -153,7 +153,13 @@ def test_a_resumed_plan_is_kept_and_never_revised():
 
 
 def test_negative_tolerance_is_refused():
+    from fastssl.config import Config, validate
+
+    cfg = Config()
+    cfg.train.time_budget, cfg.train.time_budget_tolerance = "10m", -0.1
     with pytest.raises(FastSSLError, match="time_budget_tolerance"):
+        validate(cfg)
+    with pytest.raises(ValueError):  # and the planner itself never takes one
         TimeBudgetPlanner(budget_s=100, tolerance=-0.1)
 
 
