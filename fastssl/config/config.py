@@ -205,6 +205,7 @@ def validate(cfg: Config) -> Config:
         ("optim.clip_grad", cfg.optim.clip_grad >= 0, "must be >= 0 (0 disables clipping)"),
         ("data.image_size", cfg.data.image_size >= 1, "must be >= 1"),
         ("eval.knn_t", cfg.eval.knn_t > 0, "must be > 0"),
+        ("eval.online_probe_lr", cfg.eval.online_probe_lr > 0, "must be > 0"),
         ("dist.zero_stage", cfg.dist.zero_stage in (1, 2, 3), "must be 1, 2 or 3 (DeepSpeed ZeRO stages)"),
     ]
     for key, ok, problem in checks:
