@@ -83,7 +83,8 @@ class OnlineProbe:
         self._feats: torch.Tensor | None = None  # its pooled features, detached [n, D] fp32
         self._input: torch.Tensor | None = None  # the backbone's first input, kept until the check
         self._captures: bool | None = None  # decided at the first update, alike on every rank
-        self._sums = torch.zeros(3, dtype=torch.float64)  # labelled images, correct, loss since the last log
+        # Labelled images, correct, loss since the last log; on the device, so a step never waits for it.
+        self._sums = torch.zeros(3, dtype=torch.float64, device=world.device)
         method = engine.method
         method.register_forward_pre_hook(self._on_method_start, with_kwargs=True)
         method.register_forward_hook(self._on_method_end)
@@ -96,8 +97,8 @@ class OnlineProbe:
 
     # --- hooks: the features the method's forward computes -------------------------------------
     def _on_method_start(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        step = kwargs.get("step", args[1] if len(args) > 1 else 0)
-        if step == self._step:
+        step = kwargs.get("step", args[1] if len(args) > 1 else None)
+        if step is not None and step == self._step:
             return  # a later micro-batch of the same step: the first one is kept
         views = args[0] if args else kwargs["views"]
         self._step, self._view, self._feats, self._armed = step, views[0], None, True
@@ -150,23 +151,24 @@ class OnlineProbe:
         params = list(self.linear.parameters())
         flat = torch.cat([p.grad.reshape(-1) for p in params] + [counts])
         flat = all_reduce_mean(flat) * get_world_size()  # sums over the data-parallel ranks
-        labelled = flat[-3].item()
-        self._sums += flat[-3:].double().cpu()
-        if labelled == 0:
-            return
+        self._sums += flat[-3:].double()
+        # The global batch's mean (a batch with no labelled image has zero gradients).
+        labelled = flat[-3].clamp(min=1)
         offset = 0
         for p in params:
-            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p) / labelled)  # the global batch's mean
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p) / labelled)
             offset += p.numel()
         self.optimizer.step()
         self._feats = None
 
     def scalars(self) -> dict[str, float]:
         """Train top-1 (%) and loss over the labelled images since the last call; the same on every rank."""
-        if not self.enabled or self._sums[0] == 0:
+        if not self.enabled:
             return {}
         n, correct, loss = self._sums.tolist()
         self._sums.zero_()
+        if n == 0:
+            return {}
         return {"online_probe_top1": 100.0 * correct / n, "online_probe_loss": loss / n}
 
     # --- held-out ------------------------------------------------------------------------------
