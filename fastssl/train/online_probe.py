@@ -17,9 +17,13 @@ images, and all ranks agree: true for two-view, multi-crop and concatenating met
 BYOL, DINO, ...), so the probe costs no forward at all. Otherwise (MAE never calls the pooled
 forward; CPC and jigsaw feed tiles; colorization feeds grey images) every step ends with a
 no_grad eval-mode forward of the first view after the optimizer step: one forward of a batch per
-step, and eval mode so BatchNorm statistics and the RNG stay as they are.
-Captured features are the training forward's (train-mode BatchNorm, drop path); the held-out
-top-1 uses eval mode, as the kNN does.
+step, and eval mode so BatchNorm statistics and the RNG stay as they are. Measured on 2 busy CPU
+cores (load 16, batch 64, 16 px): 1.2 ms a step when captured (SimCLR, resnet-tiny; the step
+takes ~1.4 s), 114 ms a step with its own forward (MAE, vit_nano; ~20% of the step). Either is
+training time for `--train.time_budget`. Captured features are the training forward's
+(train-mode BatchNorm, drop path); the held-out top-1 uses eval mode, as the kNN does. With
+micro-batches, the first one's first view is taken with the first labels of the batch, so
+micro-batches must be leading slices of the batch.
 
 Labels come with every training batch; -1 (unlabelled) images are ignored as solo-learn's
 `ignore_index=-1` does. Data without any labels turns the probe off with a one-line notice.
@@ -51,7 +55,8 @@ def training_classes(cfg: Config) -> tuple[int, str]:
     from fastssl.data.sources.factory import open_pretrain_source, parse_slice, resolve_dataset
 
     if resolve_dataset(cfg.data.dataset, cfg.data.path) == "webdataset":
-        return 0, f"--data.path={parse_slice(cfg.data.path)[0]} holds webdataset tars, whose labels are unknown before reading"
+        path = parse_slice(cfg.data.path)[0]
+        return 0, f"--data.path={path} holds webdataset tars, whose labels are unknown before reading"
     source = open_pretrain_source(cfg.data)
     labels = np.asarray(source.labels)
     if not len(labels) or labels.max() < 0:

@@ -14,7 +14,9 @@ Each component owns one concern, as in torchtitan's trainer:
   group (SLURM, `timeout`, torchrun) becomes a checkpoint at the step every rank agrees on and exit
   status 128 + signal;
 - `MetricLogger` (metrics.py): JSONL, TensorBoard and progress on rank 0, closed once;
-- the monitors (knn_monitor.py): periodic kNN and the end-of-run kNN.
+- the monitors (knn_monitor.py): periodic kNN and the end-of-run kNN;
+- `OnlineProbe` (online_probe.py): `--eval.online_probe`, a linear classifier on the detached
+  features of each step, outside the engine.
 
 `--resume` continues at the exact step, on any world size and strategy: the data order and
 augmentations are functions of (seed, epoch, index), the schedule is a function of the step, and

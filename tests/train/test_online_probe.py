@@ -80,7 +80,7 @@ def test_probe_learns_above_chance(tiny_cfg, tmp_path):
     rows = _records(tmp_path / "run")
     curve = [r["online_probe_top1"] for r in rows if r["kind"] == "train"]  # every 10 steps
     held_out = [r["online_probe_top1"] for r in rows if r["kind"] == "knn_every"]
-    assert min(curve[-2:]) > 15 and held_out == [pytest.approx(held_out[0])] and held_out[0] > 25, (curve, held_out)
+    assert min(curve[-2:]) > 15 and len(held_out) == 1 and held_out[0] > 25, (curve, held_out)
 
 
 def test_probe_is_off_with_a_notice_on_unlabelled_images(tmp_path, capsys):
@@ -133,7 +133,7 @@ destroy_distributed()
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_probe_is_identical_on_two_ranks(tiny_cfg, tmp_path, strategy):
+def test_probe_is_identical_on_two_ranks(tmp_path, strategy):
     from tests.train.conftest import tiny_overrides
 
     script = tmp_path / "dump_probe.py"
