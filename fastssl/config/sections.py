@@ -209,6 +209,13 @@ class EvalConfig(Section):
     knn_every: str = ""
     knn_every_train: int = 2000
     knn_every_test: int = 500
+    # Train a linear classifier on the detached backbone features of the labelled training batches
+    # during pretraining and log its top-1 (online_probe_top1), and on the periodic kNN's held-out
+    # queries when --eval.knn_every is set; off on unlabelled data (fastssl/train/online_probe.py).
+    online_probe: bool = False
+    # Its SGD lr (momentum 0.9, no weight decay, constant), scaled by global batch / 256: solo-learn's
+    # classifier_lr 0.1 (scripts/pretrain/cifar/*.yaml; scaled in solo/args/pretrain.py).
+    online_probe_lr: float = 0.1
     # Images per forward when extracting features for evaluation.
     batch_size: int = 256
     # Linear probe epochs on frozen features (`fastssl eval linear`).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fastssl.checkpoint import save_checkpoint, step_of
 from fastssl.config import Config
@@ -21,8 +21,10 @@ from fastssl.train.replicas import check_replicas
 
 
 class Checkpointer:
-    def __init__(self, cfg: Config, world: World, engine: Engine, plan: Any, last: Path | None):
+    def __init__(self, cfg: Config, world: World, engine: Engine, plan: Any, last: Path | None,
+                 extra_state: Callable[[], dict[str, Any]] = dict):
         self.cfg, self.world, self.engine, self.plan = cfg, world, engine, plan
+        self.extra_state = extra_state  # more train-state entries: the online probe's (online_probe.py)
         self.out = Path(cfg.train.out)
         self.last = last  # the newest checkpoint of this run (the resumed one until a save)
         self.seconds = 0.0  # wall time spent saving
@@ -44,7 +46,7 @@ class Checkpointer:
                 "config": self.cfg.to_dict(), "step": step, "epoch": epoch, "bad_steps": bad_steps,
                 "strategy": self.cfg.dist.strategy, "zero_stage": self.cfg.dist.zero_stage,
                 "world_size": self.world.world_size, "time_budget_plan": plan,
-                "planned_total_steps": plan.get("planned_total"),
+                "planned_total_steps": plan.get("planned_total"), **self.extra_state(),
             }, self.cfg.train.keep_last)
         except FastSSLError as e:
             # The user's next question is what survived: the save removed its torn folder, nothing else.

@@ -15,7 +15,7 @@ A minute cadence is decided by rank 0's clock and broadcast, so all ranks evalua
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -135,12 +135,18 @@ class KnnMonitor:
     def run(self, engine: Engine) -> dict[str, Any]:
         from fastssl.eval.knn import knn_eval
 
+        # No loader workers: a few thousand images decode in-process faster than workers start.
+        return self.evaluate(engine, lambda backbone, bank, queries: knn_eval(
+            backbone, bank, queries, self.cfg, self.world.device, num_workers=0))
+
+    def evaluate(self, engine: Engine, fn: Callable[[torch.nn.Module, Any, Any], dict[str, Any]]) -> dict[str, Any]:
+        """`fn(backbone, bank, queries)` on this monitor's held-out slice, off the training clock and
+        leaving the RNG as it was: the kNN, and the online probe's held-out top-1 (online_probe.py)."""
         t0 = time.perf_counter()
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         try:
-            # No loader workers: a few thousand images decode in-process faster than workers start.
-            result = knn_eval(_EngineBackbone(engine), *self._sources, self.cfg, self.world.device, num_workers=0)
+            result = fn(_EngineBackbone(engine), *self._sources)
         finally:
             torch.set_rng_state(cpu_rng)
             if cuda_rng is not None:

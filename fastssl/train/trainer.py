@@ -14,7 +14,9 @@ Each component owns one concern, as in torchtitan's trainer:
   group (SLURM, `timeout`, torchrun) becomes a checkpoint at the step every rank agrees on and exit
   status 128 + signal;
 - `MetricLogger` (metrics.py): JSONL, TensorBoard and progress on rank 0, closed once;
-- the monitors (knn_monitor.py): periodic kNN and the end-of-run kNN.
+- the monitors (knn_monitor.py): periodic kNN and the end-of-run kNN;
+- `OnlineProbe` (online_probe.py): `--eval.online_probe`, a linear classifier on the detached
+  features of each step, outside the engine.
 
 `--resume` continues at the exact step, on any world size and strategy: the data order and
 augmentations are functions of (seed, epoch, index), the schedule is a function of the step, and
@@ -42,6 +44,7 @@ from fastssl.train.bn_guard import BatchNormGuard
 from fastssl.train.checkpointer import Checkpointer
 from fastssl.train.knn_monitor import KnnMonitor, knn_at_end, skipped_note
 from fastssl.train.metrics import MetricLogger
+from fastssl.train.online_probe import OnlineProbe
 from fastssl.train.optim import build_optimizer
 from fastssl.train.run_dir import RunDir
 from fastssl.train.schedule import lr_at, scaled_lr
@@ -114,7 +117,8 @@ class Trainer:
             self._restore(resumed, resume_from)
         self.method.configure_schedule(self.steps_per_epoch, self.plan.total_steps)
         self.guard = BatchNormGuard(self.method)
-        self.checkpointer = Checkpointer(cfg, world, self.engine, self.plan, resume_from)
+        self.probe = OnlineProbe(cfg, world, self.engine, resumed)  # off unless --eval.online_probe
+        self.checkpointer = Checkpointer(cfg, world, self.engine, self.plan, resume_from, self.probe.train_state)
         self.resumed_at = self.step if cfg.train.resume else None
 
     def _restore(self, resumed: dict[str, Any], path) -> None:
@@ -156,9 +160,9 @@ class Trainer:
             self.engine.model.train()
             self.plan.on_loader_start(self.step, time.perf_counter())
             batches = 0
-            for views, _labels in self._batches():
+            for views, labels in self._batches():
                 batches += 1
-                if self.step >= self.plan.total_steps or self._train_one(views, epoch).status == STOPPED:
+                if self.step >= self.plan.total_steps or self._train_one(views, epoch, labels).status == STOPPED:
                     break
             if self.stop.requested:
                 return
@@ -176,7 +180,7 @@ class Trainer:
             if not self.stop.requested:
                 raise
 
-    def _train_one(self, views: list[torch.Tensor], epoch: int) -> StepOutcome:
+    def _train_one(self, views: list[torch.Tensor], epoch: int, labels: torch.Tensor) -> StepOutcome:
         cfg, device = self.cfg, self.world.device
         views = [v.to(device, non_blocking=True) for v in views]
         if device.type == "cuda" and cfg.train.channels_last:
@@ -191,6 +195,7 @@ class Trainer:
             self._skipped(result)
         else:
             self.bad_steps = 0
+            self.probe.update(labels)
             self.step += 1
             self._after_step(result, views, lr, epoch)
         return result
@@ -233,14 +238,16 @@ class Trainer:
         elapsed = now - self.t_start
         self.log.log(self.step, {**dict(zip(names, means.tolist())), "lr": lr, "epoch": epoch,
                                  "grad_norm": result.grad_norm, "images_per_s": self.images_seen / elapsed,
-                                 "views_per_s": self.images_seen * self.loader.num_views / elapsed})
+                                 "views_per_s": self.images_seen * self.loader.num_views / elapsed,
+                                 **self.probe.scalars()})
 
     def _periodic_knn(self, train_s: float) -> None:
         before = self.monitor.seconds
-        knn = self.monitor.run(self.engine)
+        knn = {**self.monitor.run(self.engine), **self.probe.held_out(self.monitor)}
         self.plan.account("knn", self.monitor.seconds - before)
         self.log.log(self.step, {**knn, "train_seconds": round(train_s, 2)}, kind="knn_every")
-        self.log.write(f"fastssl: step {self.step} kNN top-1 {knn['top1']:.2f}% ({knn['n_train']} bank, "
+        probe = f", online probe top-1 {knn['online_probe_top1']:.2f}%" if "online_probe_top1" in knn else ""
+        self.log.write(f"fastssl: step {self.step} kNN top-1 {knn['top1']:.2f}%{probe} ({knn['n_train']} bank, "
                        f"{knn['n_test']} queries, {train_s:.0f} s of training)")
 
     # --- the end ------------------------------------------------------------------------------
