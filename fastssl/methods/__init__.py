@@ -19,6 +19,7 @@ from fastssl.methods.jigsaw import Jigsaw
 from fastssl.methods.mae import MAE
 from fastssl.methods.mocov2 import MoCoV2
 from fastssl.methods.mocov3 import MoCoV3
+from fastssl.methods.nnclr import NNCLR
 from fastssl.methods.rotation import Rotation
 from fastssl.methods.simclr import SimCLR
 from fastssl.methods.simsiam import SimSiam
@@ -30,7 +31,7 @@ METHODS: dict[str, type[SSLMethod]] = {"simclr": SimCLR, "byol": BYOL, "mae": MA
                                      "mocov2": MoCoV2, "mocov3": MoCoV3}
 METHODS.update({"swav": SwAV, "deepcluster": DeepClusterV2})
 METHODS.update({"rotation": Rotation, "jigsaw": Jigsaw, "colorize": Colorize, "cpc": CPC})
-METHODS.update({"vicreg": VICReg, "barlowtwins": BarlowTwins, "simsiam": SimSiam})
+METHODS.update({"vicreg": VICReg, "barlowtwins": BarlowTwins, "simsiam": SimSiam, "nnclr": NNCLR})
 
 
 def method_class(name: str) -> type[SSLMethod]:
@@ -45,4 +46,4 @@ def build_method(cfg: Config) -> SSLMethod:
     return cls(backbone, cfg.method)
 
 
-__all__ = ["METHODS", "BarlowTwins", "SimSiam", "VICReg", "CPC", "Colorize", "Jigsaw", "Rotation", "BYOL", "DeepClusterV2", "SwAV", "DINO", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR", "build_method", "method_class"]
+__all__ = ["METHODS", "BarlowTwins", "NNCLR", "SimSiam", "VICReg", "CPC", "Colorize", "Jigsaw", "Rotation", "BYOL", "DeepClusterV2", "SwAV", "DINO", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR", "build_method", "method_class"]
