@@ -202,6 +202,7 @@ def validate(cfg: Config) -> Config:
         ("optim.base_lr", cfg.optim.base_lr > 0, "must be > 0"),
         ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
         ("optim.lars_eta", cfg.optim.lars_eta > 0, "must be > 0"),
+        ("optim.bias_lr_scale", cfg.optim.bias_lr_scale > 0, "must be > 0"),
         ("optim.clip_grad", cfg.optim.clip_grad >= 0, "must be >= 0 (0 disables clipping)"),
         ("data.image_size", cfg.data.image_size >= 1, "must be >= 1"),
         ("eval.knn_t", cfg.eval.knn_t > 0, "must be > 0"),

@@ -97,13 +97,14 @@ def barlowtwins_resnet50_imagenet() -> Config:
     # lambd 0.0051; LARS (eta 0.001, biases and BN excluded from decay and adaptation),
     # --learning-rate-weights 0.2 x batch / 256, wd 1.5e-6 (paper Sec. 4; main.py's default is
     # 1e-6), batch 2048, 10 warm-up epochs then cosine to lr x 0.001, 1000 epochs. main.py's
-    # biases and BN take their own lr (--learning-rate-biases 0.0048); here they share the
-    # weights' lr (fastssl has one schedule). Augmentation: BYOL's (AugConfig defaults).
+    # biases and BN (its ndim == 1 parameters) take --learning-rate-biases 0.0048 on the same
+    # schedule (adjust_learning_rate): 0.0048 / 0.2 = 0.024 of the weights' lr. Augmentation:
+    # BYOL's (AugConfig defaults).
     c = _imagenet("barlowtwins-resnet50-imagenet", "barlowtwins")
     m = c.method
     m.proj_hidden_dim, m.proj_dim, m.proj_layers, m.lambd = 8192, 8192, 3, 0.0051
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "lars", 0.2, 1.5e-6, 10
-    c.optim.lars_eta, c.optim.min_lr_ratio = 0.001, 0.001
+    c.optim.lars_eta, c.optim.min_lr_ratio, c.optim.bias_lr_scale = 0.001, 0.001, 0.0048 / 0.2
     c.train.epochs, c.train.batch_size = 1000, 2048
     return c
 
