@@ -180,6 +180,7 @@ def validate(cfg: Config) -> Config:
         ("optim.base_lr", cfg.optim.base_lr > 0, "must be > 0"),
         ("optim.weight_decay", cfg.optim.weight_decay >= 0, "must be >= 0"),
         ("optim.lars_eta", cfg.optim.lars_eta > 0, "must be > 0"),
+        ("optim.bias_lr_scale", cfg.optim.bias_lr_scale > 0, "must be > 0"),
         ("optim.clip_grad", cfg.optim.clip_grad >= 0, "must be >= 0 (0 disables clipping)"),
         ("optim.warmup_epochs", cfg.optim.warmup_epochs >= 0, "must be >= 0"),
         ("optim.min_lr_ratio", 0 <= cfg.optim.min_lr_ratio <= 1, "must be in [0, 1]"),

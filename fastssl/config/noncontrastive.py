@@ -1,5 +1,5 @@
-"""Method configs of the non-contrastive family (VICReg, Barlow Twins, SimSiam); each method
-registers its class with it (fastssl/registry.py).
+"""Method configs of the non-contrastive family (VICReg, Barlow Twins, SimSiam) and NNCLR; each
+method registers its class with it (fastssl/registry.py).
 
 Every default cites its paper or reference repository. Range checks run in `check()` (called by `Config.validate()`).
 """
@@ -65,3 +65,21 @@ class SimSiamConfig(MethodConfig):
     # main_simsiam.py --fix-pred-lr (paper Sec. 4.1, Table 1: "lr with cosine decay for the
     # predictor" does worse): the predictor keeps the peak lr, the rest follows the schedule.
     fix_pred_lr: bool = True
+
+
+@dataclass
+class NNCLRConfig(MethodConfig):
+    name: str = "nnclr"
+    # Dwibedi et al. 2021, Sec. 4 (implementation details) and solo-learn methods/nnclr.py: a
+    # 3-layer projector (Linear-BN-ReLU twice at 2048, then Linear and BN) with a 256-d output.
+    proj_hidden_dim: int = 2048
+    proj_dim: int = 256
+    proj_layers: int = 3
+    # Sec. 4 / solo-learn: a 2-layer predictor, Linear(256, 4096)-BN-ReLU-Linear(4096, 256).
+    pred_hidden_dim: int = 4096
+    # Sec. 4: a support set (a FIFO queue of past projections) of 98,304 entries, temperature 0.1
+    # (solo-learn's ImageNet-100 and CIFAR configs use 65,536 and 0.2). The queue takes whole
+    # global batches, so the size must be a multiple of the global batch (checked at the step).
+    queue_size: int = 98304
+    temperature: float = 0.1
+    loss_impl: str = "auto"  # auto | torch | chunked | triton (fastssl.losses.info_nce)

@@ -130,6 +130,11 @@ class OptimConfig(Section):
     # Cap each layer's LARS trust ratio at 1 (solo-learn's `exclude_bias_n_norm_lars` + `clip_lr`,
     # from NVIDIA Apex LARC with clip=True): the layer's step never exceeds lr x its gradient.
     lars_clip_lr: bool = False
+    # lr of biases and normalisation parameters (the group without weight decay or LARS
+    # adaptation) as a fraction of the weights' lr, on the same schedule. 1 in SimCLR, BYOL and
+    # MoCo; facebookresearch/barlowtwins main.py trains them at --learning-rate-biases 0.0048
+    # against --learning-rate-weights 0.2, a fraction of 0.024.
+    bias_lr_scale: float = 1.0
     # Linear lr warm-up from 0, in epochs (SimCLR: 10), then cosine decay to min_lr_ratio.
     warmup_epochs: float = 10.0
     # Final lr as a fraction of the peak lr.

@@ -21,6 +21,7 @@ from fastssl.methods.jigsaw import Jigsaw
 from fastssl.methods.mae import MAE
 from fastssl.methods.mocov2 import MoCoV2
 from fastssl.methods.mocov3 import MoCoV3
+from fastssl.methods.nnclr import NNCLR
 from fastssl.methods.rotation import Rotation
 from fastssl.methods.simclr import SimCLR
 from fastssl.methods.simsiam import SimSiam
@@ -41,6 +42,6 @@ def build_method(cfg: Config) -> SSLMethod:
     return cls(backbone, cfg.method)
 
 
-__all__ = ["METHODS", "BarlowTwins", "SimSiam", "VICReg", "CPC", "Colorize", "Jigsaw", "Rotation", "BYOL",
-           "DeepClusterV2", "SwAV", "DINO", "DINOv2", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR",
+__all__ = ["METHODS", "BarlowTwins", "NNCLR", "SimSiam", "VICReg", "CPC", "Colorize", "Jigsaw", "Rotation",
+           "BYOL", "DeepClusterV2", "SwAV", "DINO", "DINOv2", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR",
            "build_method", "method_class"]

@@ -109,16 +109,19 @@ def param_groups(model: nn.Module, weight_decay: float, fixed_lr: Iterable[nn.Pa
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.Optimizer:
-    """`lr` is the peak lr. A method's `fixed_lr_params()` keep it all run (SimSiam's main_simsiam.py
+    """`lr` is the peak lr. Each group's lr is it times the group's `lr_scale`: the layer-decay
+    multiplier (`layer_lr_scales`) times, for biases and norms, cfg.bias_lr_scale (Barlow Twins'
+    main.py --learning-rate-biases); `Engine.set_lr` applies the same to the schedule's lr. A
+    method's `fixed_lr_params()` keep the peak lr, scaled so, all run (SimSiam's main_simsiam.py
     adjust_learning_rate: `fix_lr` groups keep init_lr): their groups carry it as `fixed_lr`, which
-    `Engine.set_lr` gives them in place of the schedule's value. Groups with an `lr_scale` (layer
-    decay) get the schedule's lr times it, there too."""
+    `Engine.set_lr` gives them in place of the schedule's value."""
     fixed = model.fixed_lr_params() if isinstance(model, SSLMethod) else []
     groups = param_groups(model, cfg.weight_decay, fixed, cfg.layer_decay)
     for g in groups:
+        g["lr_scale"] = g.get("lr_scale", 1.0) * (cfg.bias_lr_scale if g["lars_exclude"] else 1.0)
         if g.get("fixed_lr"):
-            g["fixed_lr"] = lr
-        g["lr"] = lr * g.get("lr_scale", 1.0)
+            g["fixed_lr"] = lr * g["lr_scale"]
+        g["lr"] = lr * g["lr_scale"]
     return _make(groups, cfg, lr)
 
 

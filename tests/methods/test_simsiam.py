@@ -1,6 +1,5 @@
 from types import SimpleNamespace
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -107,10 +106,3 @@ def test_simsiam_cpu_recipe_trains(tmp_path):
     rows = cli_run(tmp_path, "simsiam-cpu")
     assert all(-1 <= x["loss"] <= 1 for x in rows)
 
-
-@pytest.mark.slow
-def test_two_ranks_equal_one_process(tmp_path):
-    """One SGD step on 2 gloo ranks matches 1 process (main_simsiam.py converts BN to SyncBatchNorm)."""
-    from tests.methods.pretext_runs import assert_two_ranks_equal_one
-
-    assert_two_ranks_equal_one(tmp_path, "simsiam-cpu")

@@ -58,10 +58,3 @@ def test_vicreg_cpu_recipe_trains(tmp_path):
     rows = cli_run(tmp_path, "vicreg-cpu")
     assert all(x["variance"] >= 0 and x["covariance"] >= 0 for x in rows)
 
-
-@pytest.mark.slow
-def test_two_ranks_equal_one_process(tmp_path):
-    """The loss's statistics span the global batch: one SGD step on 2 gloo ranks matches 1 process."""
-    from tests.methods.pretext_runs import assert_two_ranks_equal_one
-
-    assert_two_ranks_equal_one(tmp_path, "vicreg-cpu")

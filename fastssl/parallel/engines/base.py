@@ -192,9 +192,9 @@ class Engine(ABC):
         self.optimizer.zero_grad(set_to_none=True)
 
     def set_lr(self, lr: float) -> None:
-        """The schedule's lr into every group, times the group's `lr_scale` (layer decay), but a group
-        built with `fixed_lr` keeps that value (fastssl/train/optim.py). An lr of 0 means "no step"
-        and reaches every group."""
+        """The schedule's lr times each group's `lr_scale` (layer decay, the bias lr of Barlow Twins)
+        into every group, but a group built with `fixed_lr` keeps that value (fastssl/train/optim.py).
+        An lr of 0 means "no step" and reaches every group."""
         for g in self.optimizer.param_groups:
             g["lr"] = g["fixed_lr"] if g.get("fixed_lr") and lr > 0 else lr * g.get("lr_scale", 1.0)
 
