@@ -40,7 +40,9 @@ def model_card(spec: dict[str, Any], num_features: int) -> str:
     knn = measured_knn(spec["checkpoint"])
     figure = f"{100 * knn:.1f}% kNN top-1 (measured at the end of this run)" if knn is not None else \
         "not measured (the run logged no kNN summary)"
-    data = spec["dataset"] + (f" ({spec['data_path']})" if spec["data_path"] else "")
+    # "auto" with no path is the built-in digits (fastssl/config/sections.py DataConfig.dataset).
+    data = spec["data_path"] or "the built-in digits"
+    data = data if spec["dataset"] == "auto" else f"{spec['dataset']} ({data})"
     return (f"---\nlibrary_name: timm\ntags:\n- image-feature-extraction\n- fastssl\n- {spec['method']}\n---\n\n"
             f"# {spec['model']} pretrained with {spec['method']} (fastssl)\n\n"
             f"- Method: {spec['method']} ({spec['weights']} weights)\n"
