@@ -8,7 +8,8 @@ package; it imports neither, so evaluation never depends on the training code.
   single-process reading;
 - `compat`: which config changes a resume accepts;
 - `pretrained`: a checkpoint's method rebuilt for evaluation;
-- `export`: `fastssl export`, the plain backbone state_dict with timm key names.
+- `export`: `fastssl export` (the backbone's timm state_dict plus the config that rebuilds it) and
+  `load_backbone`; `timm_spec`: each backbone's timm name and arguments; `model_card`: the hf card.
 """
 
 from fastssl.checkpoint.compat import check_resumable

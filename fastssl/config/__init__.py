@@ -33,13 +33,14 @@ from fastssl.config.sections import (
     DataConfig,
     DistConfig,
     EvalConfig,
+    LogConfig,
     ModelConfig,
     OptimConfig,
     TrainConfig,
 )
 
 __all__ = [
-    "AugConfig", "BYOLConfig", "Config", "DINOConfig", "DataConfig", "DistConfig", "EvalConfig",
+    "AugConfig", "BYOLConfig", "Config", "DINOConfig", "DataConfig", "DistConfig", "EvalConfig", "LogConfig",
     "MAEConfig", "MethodConfig", "ModelConfig", "MoCoV2Config", "MoCoV3Config", "OptimConfig", "SimCLRConfig",
     "RUN_RECORD_KEYS", "TrainConfig", "all_keys", "apply_overrides", "diff_configs", "flat_config", "format_config", "method_config_class", "method_configs", "set_value", "validate",
 ]

@@ -9,6 +9,7 @@ one, and applies `method.name` first (it chooses the method section's class: met
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import types
@@ -24,6 +25,7 @@ from fastssl.config.sections import (
     DataConfig,
     DistConfig,
     EvalConfig,
+    LogConfig,
     ModelConfig,
     OptimConfig,
     TrainConfig,
@@ -46,6 +48,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     recipe: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,6 +201,9 @@ def validate(cfg: Config) -> Config:
         ("eval.online_probe_lr", cfg.eval.online_probe_lr > 0, "must be > 0"),
         ("dist.zero_stage", cfg.dist.zero_stage in (1, 2, 3), "must be 1, 2 or 3 (DeepSpeed ZeRO stages)"),
         ("dist.timeout_s", cfg.dist.timeout_s >= 1, "must be >= 1"),
+        ("log.wandb_mode", cfg.log.wandb_mode in ("online", "offline"), "must be online or offline"),
+        ("log.wandb", not cfg.log.wandb or importlib.util.find_spec("wandb"), 'needs: pip install "fastssl[wandb]"'),
+        ("log.mlflow", not cfg.log.mlflow or importlib.util.find_spec("mlflow"), 'needs: pip install "fastssl[mlflow]"'),
         ("model.init", not cfg.model.init or os.path.exists(cfg.model.init),
          "does not exist; point it at a timm state_dict, a `fastssl export` file or a fastssl checkpoint"),
     ]

@@ -257,3 +257,25 @@ class DistConfig(Section):
     reshard_after_forward: bool = True
     # Seconds a collective may wait before the process group fails (a hung rank ends the job).
     timeout_s: int = 1800
+
+
+@dataclass
+class LogConfig:
+    """Experiment trackers beside metrics.jsonl: the same scalars (rank 0) and the run's config."""
+
+    # Log to Weights & Biases (`pip install "fastssl[wandb]"`), as solo-learn and torchtitan do.
+    wandb: bool = False
+    # W&B project.
+    wandb_project: str = "fastssl"
+    # W&B entity (user or team); "" = your account's default.
+    wandb_entity: str = ""
+    # "online" | "offline" (writes under the run folder, upload later with `wandb sync`).
+    wandb_mode: str = "online"
+    # Log to MLflow (`pip install "fastssl[mlflow]"`), e.g. an on-premises tracking server.
+    mlflow: bool = False
+    # MLflow tracking URI; "" = a local `mlruns/` file store in the current directory.
+    mlflow_uri: str = ""
+    # MLflow experiment the run is filed under.
+    mlflow_experiment: str = "fastssl"
+    # The run's name in W&B and MLflow; "" = the run folder's name.
+    run_name: str = ""

@@ -1,4 +1,4 @@
-"""Metrics: a rank-0 progress bar, `metrics.jsonl`, and TensorBoard scalars.
+"""Metrics: a rank-0 progress bar, `metrics.jsonl`, TensorBoard scalars and trackers (W&B, MLflow).
 
 Only rank 0 writes; other ranks get a logger whose methods do nothing, so the training loop
 never branches on rank. JSONL lines are appended and flushed per record, so a killed run keeps
@@ -19,8 +19,10 @@ from typing import Any
 
 class MetricLogger:
     def __init__(self, out: str | Path, enabled: bool = True, tensorboard: bool = True, progress: bool = True,
-                 total_steps: int = 0, initial_step: int = 0, resume_step: int | None = None, log_every: int = 10):
+                 total_steps: int = 0, initial_step: int = 0, resume_step: int | None = None, log_every: int = 10,
+                 trackers: list | tuple = ()):
         self.enabled = enabled
+        self._trackers = list(trackers)  # fastssl/train/trackers.py: W&B, MLflow
         self._jsonl = None
         self._tb = None
         self._bar = None
@@ -53,10 +55,13 @@ class MetricLogger:
         record = {"kind": kind, "step": step, "time": round(time.time(), 3)}
         record.update({k: _scalar(v) for k, v in metrics.items()})
         self._jsonl.write(json.dumps(record) + "\n")
+        scalars = {k: v for k, v in record.items()
+                   if k not in ("kind", "step", "time") and isinstance(v, (int, float))}
         if self._tb is not None:
-            for k, v in record.items():
-                if k not in ("kind", "step", "time") and isinstance(v, (int, float)):
-                    self._tb.add_scalar(f"{kind}/{k}", v, step)
+            for k, v in scalars.items():
+                self._tb.add_scalar(f"{kind}/{k}", v, step)
+        for tracker in self._trackers:
+            tracker.log(kind, step, scalars)
 
     def set_total(self, total_steps: int) -> None:
         """A time budget fixes the step count after a few steps; the bar follows."""
@@ -84,6 +89,8 @@ class MetricLogger:
             print(message, file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        for tracker in self._trackers:
+            tracker.close()
         if self._bar is not None:
             self._bar.close()
         if self._tb is not None:

@@ -40,6 +40,7 @@ from fastssl.methods import build_method
 from fastssl.parallel.engines import build_engine
 from fastssl.stop_signals import StopSignals, exit_status
 from fastssl.train.time_budget import build_plan
+from fastssl.train.trackers import open_trackers
 from fastssl.train.bn_guard import BatchNormGuard
 from fastssl.train.checkpointer import Checkpointer
 from fastssl.train.knn_monitor import KnnMonitor, knn_at_end, skipped_note
@@ -137,7 +138,8 @@ class Trainer:
         cfg = self.cfg
         self.log = MetricLogger(cfg.train.out, enabled=self.world.is_main, tensorboard=cfg.train.tensorboard,
                                 progress=cfg.train.progress, total_steps=self.plan.total_steps,
-                                initial_step=self.step, resume_step=self.resumed_at, log_every=cfg.train.log_every)
+                                initial_step=self.step, resume_step=self.resumed_at, log_every=cfg.train.log_every,
+                                trackers=open_trackers(cfg) if self.world.is_main else ())
         try:
             with StopSignals() as self.stop:
                 self.t_start = self._t_last = time.perf_counter()
