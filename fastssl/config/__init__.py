@@ -30,6 +30,7 @@ from fastssl.config.methods import (
 )
 # Families defined in their own files register themselves on import.
 from fastssl.config import clustering as _clustering  # noqa: E402,F401
+from fastssl.config import ijepa as _ijepa  # noqa: E402,F401
 from fastssl.config import noncontrastive as _noncontrastive  # noqa: E402,F401
 from fastssl.config import pretext as _pretext  # noqa: E402,F401
 from fastssl.config.sections import (

@@ -15,6 +15,7 @@ from fastssl.methods.colorize import Colorize
 from fastssl.methods.cpc import CPC
 from fastssl.methods.deepcluster import DeepClusterV2
 from fastssl.methods.dino import DINO
+from fastssl.methods.ijepa import IJEPA
 from fastssl.methods.jigsaw import Jigsaw
 from fastssl.methods.mae import MAE
 from fastssl.methods.mocov2 import MoCoV2
@@ -31,6 +32,7 @@ METHODS: dict[str, type[SSLMethod]] = {"simclr": SimCLR, "byol": BYOL, "mae": MA
 METHODS.update({"swav": SwAV, "deepcluster": DeepClusterV2})
 METHODS.update({"rotation": Rotation, "jigsaw": Jigsaw, "colorize": Colorize, "cpc": CPC})
 METHODS.update({"vicreg": VICReg, "barlowtwins": BarlowTwins, "simsiam": SimSiam})
+METHODS.update({"ijepa": IJEPA})
 
 
 def method_class(name: str) -> type[SSLMethod]:
@@ -45,4 +47,4 @@ def build_method(cfg: Config) -> SSLMethod:
     return cls(backbone, cfg.method)
 
 
-__all__ = ["METHODS", "BarlowTwins", "SimSiam", "VICReg", "CPC", "Colorize", "Jigsaw", "Rotation", "BYOL", "DeepClusterV2", "SwAV", "DINO", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR", "build_method", "method_class"]
+__all__ = ["METHODS", "BarlowTwins", "SimSiam", "VICReg", "CPC", "Colorize", "Jigsaw", "Rotation", "BYOL", "DeepClusterV2", "SwAV", "DINO", "IJEPA", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR", "build_method", "method_class"]

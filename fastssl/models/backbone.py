@@ -8,10 +8,13 @@ Every method and evaluator uses only this contract:
   and `backbone.classify(x)` = `head(backbone(x))` for probing and fine-tuning;
 - `backbone.blocks()`: the units that sharding and activation checkpointing wrap one by one
   (ResNet stages, ViT blocks), in forward order;
-- ViTs only (`backbone.is_vit`), for token methods (MAE): `embed_patches(x)` -> patch tokens with
-  their position embedding `[N, L, D]`; `forward_tokens(tokens)` prepends the class token and runs
-  the blocks and final norm -> `[N, 1 + L', D]`; `patch_size`, `num_patches`, `embed_dim`;
-  `freeze_patch_embed()` (MoCo v3's frozen random patch projection).
+- ViTs only (`backbone.is_vit`), for token methods (MAE, I-JEPA): `embed_patches(x)` -> patch
+  tokens with their position embedding `[N, L, D]`; `forward_tokens(tokens)` prepends the class
+  token and runs the blocks and final norm -> `[N, 1 + L', D]` (`class_token=False`: the patch
+  tokens alone -> `[N, L', D]`); `patch_size`, `num_patches`, `embed_dim`;
+  `freeze_patch_embed()` (MoCo v3's frozen random patch projection); `drop_class_token()` (I-JEPA's
+  ViT has none: the class token is frozen and `backbone(x)` becomes the mean of the patch tokens);
+  `fix_sincos_positions()` (a frozen 2-D sine-cosine position embedding, as I-JEPA's encoder).
 
 Model code is single-device: no DDP, FSDP, compile or checkpointing here; `fastssl.parallel`
 applies those from outside.
@@ -39,6 +42,8 @@ _VITS = {
     "vit_tiny": "vit_tiny_patch16_224",
     "vit_small": "vit_small_patch16_224",
     "vit_base": "vit_base_patch16_224",
+    "vit_large": "vit_large_patch16_224",
+    "vit_huge": "vit_huge_patch14_224",
 }
 BACKBONES = sorted([*_RESNETS, *_VITS])
 
@@ -52,8 +57,11 @@ class Backbone(nn.Module):
         self.num_features = num_features
         self.name = name
         self.head: nn.Module = nn.Identity()
+        self.patch_mean = False  # drop_class_token(): pool the patch tokens, run without the class token
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.patch_mean:
+            return self.forward_tokens(self.embed_patches(x), class_token=False).mean(dim=1)  # [N, D]
         return self.trunk(x)  # [N, D]
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,12 +104,33 @@ class Backbone(nn.Module):
         tokens = vit.patch_embed(x).flatten(1, -2)  # [N, L, D] (dynamic_img_size makes it [N, h, w, D])
         return tokens + vit.pos_embed[:, vit.num_prefix_tokens :]  # position of each patch; the class token's comes later
 
-    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, tokens: torch.Tensor, class_token: bool = True) -> torch.Tensor:
         vit = self._vit()
-        cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)  # [N, 1, D]
-        x = vit.norm_pre(torch.cat([cls, tokens], dim=1))  # [N, 1 + L', D]
-        x = vit.blocks(x)
+        if class_token:
+            cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)  # [N, 1, D]
+            tokens = torch.cat([cls, tokens], dim=1)  # [N, 1 + L', D]
+        x = vit.blocks(vit.norm_pre(tokens))
         return vit.norm(x)
+
+    def fix_sincos_positions(self) -> None:
+        from fastssl.models.pos_embed import sincos_pos_embed_2d
+
+        vit = self._vit()
+        grid = tuple(int(g) for g in vit.patch_embed.grid_size)
+        with torch.no_grad():
+            vit.pos_embed.copy_(sincos_pos_embed_2d(self.embed_dim, *grid, cls_token=True))
+        vit.pos_embed.requires_grad_(False)
+
+    def drop_class_token(self) -> None:
+        """Never use the class token again (I-JEPA's ViT has none, Assran et al. 2023).
+
+        It is frozen, so that DDP sees no parameter left without a gradient, and the pooled features
+        `backbone(x)` become the mean of the final-norm patch tokens, computed without it, for the
+        evaluators as for training.
+        """
+        vit = self._vit()
+        vit.cls_token.requires_grad_(False)
+        self.patch_mean = True
 
     def freeze_patch_embed(self) -> None:
         for p in self._vit().patch_embed.parameters():

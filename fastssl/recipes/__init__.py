@@ -15,7 +15,7 @@ from fastssl.errors import FastSSLError, did_you_mean
 
 # Families in the order `fastssl recipes` lists them; a module that is missing is skipped so
 # that a family can land later without touching this file.
-_FAMILIES = ("simclr", "byol", "mocov2", "mocov3", "mae", "dino", "noncontrastive", "pretext", "clustering",
+_FAMILIES = ("simclr", "byol", "mocov2", "mocov3", "mae", "dino", "ijepa", "noncontrastive", "pretext", "clustering",
              "time_to_accuracy")
 
 
