@@ -97,6 +97,10 @@ def test_loss_matches_an_fp64_rederivation():
     # output so that both branches (|d| < 1 and >= 1) are exercised.
     with torch.no_grad():
         m.predictor.proj.weight.mul_(40)
+        # A trained final norm has an affine part, which the targets' extra layer norm removes
+        # (at init it is the identity, and the extra norm would change nothing).
+        m.target_encoder.trunk.norm.weight.uniform_(0.5, 2.0)
+        m.target_encoder.trunk.norm.bias.normal_()
     imgs = torch.randn(3, 3, 16, 16)
     out = m([imgs], step=11, max_steps=20)
     ctx, tgt = multiblock_masks(m.masks, 3, step=11)
