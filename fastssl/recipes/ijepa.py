@@ -20,17 +20,19 @@ def ijepa_cpu() -> Config:
     # An 8x8 patch grid, so that four target blocks of 9-12 patches and a context block fit
     # (min_keep 4 instead of 10, scaled from the reference's 16x16 grid); a 2-block, 48-wide
     # predictor with the encoder's 3 heads. The rest is the reference's (in1k_vith14_ep300.yaml):
-    # AdamW, weight decay 0.04, EMA 0.996 -> 1, crop scale (0.3, 1). The lr was raised for the
-    # short run (measured on digits; numbers in the session report).
+    # AdamW, weight decay 0.04, crop scale (0.3, 1). Measured on digits, 20 epochs (linear probe,
+    # random init 70.0%): with the reference's EMA 0.996 -> 1 the features collapse towards one
+    # vector (70.0%); a slower target, 0.999 -> 1, gives 72.8% at base lr 1e-3 and 73.3% at 3e-3.
     c = Config(recipe="ijepa-cpu")
     c.data.dataset, c.data.image_size, c.data.num_workers = "digits", 16, 2
     _ijepa_aug(c, 0.3)
     c.model.name, c.model.patch_size = "vit_nano", 2
     m = c.set_method("ijepa")
     m.pred_depth, m.pred_dim, m.pred_heads, m.min_keep = 2, 48, 3, 4
-    c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.betas = "adamw", 1.0e-3, 0.04, (0.9, 0.999)
+    m.momentum_base = 0.999
+    c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.betas = "adamw", 3.0e-3, 0.04, (0.9, 0.999)
     c.optim.warmup_epochs = 3
-    c.train.epochs, c.train.batch_size, c.train.out = 30, 128, "runs/ijepa-cpu"
+    c.train.epochs, c.train.batch_size, c.train.out = 20, 128, "runs/ijepa-cpu"
     return c
 
 
