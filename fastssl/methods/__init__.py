@@ -17,6 +17,7 @@ from fastssl.methods.cpc import CPC
 from fastssl.methods.deepcluster import DeepClusterV2
 from fastssl.methods.dino import DINO
 from fastssl.methods.dinov2 import DINOv2
+from fastssl.methods.ijepa import IJEPA
 from fastssl.methods.jigsaw import Jigsaw
 from fastssl.methods.mae import MAE
 from fastssl.methods.mocov2 import MoCoV2
@@ -43,5 +44,5 @@ def build_method(cfg: Config) -> SSLMethod:
 
 
 __all__ = ["METHODS", "BarlowTwins", "NNCLR", "SimSiam", "VICReg", "CPC", "Colorize", "Jigsaw", "Rotation",
-           "BYOL", "DeepClusterV2", "SwAV", "DINO", "DINOv2", "MAE", "MoCoV2", "MoCoV3", "SSLMethod", "SimCLR",
-           "build_method", "method_class"]
+           "BYOL", "DeepClusterV2", "SwAV", "DINO", "DINOv2", "IJEPA", "MAE", "MoCoV2", "MoCoV3", "SSLMethod",
+           "SimCLR", "build_method", "method_class"]

@@ -25,6 +25,13 @@ def step_generator(step: int, salt: str) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed.generate_state(1, np.uint64)[0] >> 1))
 
 
+def sample_generator(step: int, salt: str, index: int) -> torch.Generator:
+    """A CPU generator for image `index` of the global batch at `step`: for per-image draws whose
+    count is not known in advance (rejection sampling, I-JEPA's blocks), so no slicing can align them."""
+    seed = np.random.SeedSequence([torch.initial_seed() & 0xFFFFFFFF, step, zlib.crc32(salt.encode()), index])
+    return torch.Generator().manual_seed(int(seed.generate_state(1, np.uint64)[0] >> 1))
+
+
 def global_randint(high: int, n_local: int, *shape: int, step: int, salt: str,
                    device: torch.device | str = "cpu") -> torch.Tensor:
     """Integers in [0, high) for this rank's `n_local` images: int64 [n_local, *shape]."""

@@ -10,14 +10,17 @@ Every method and evaluator uses only this contract:
   (ResNet stages, ViT blocks), in forward order;
 - `backbone.stem_params()`: the parameters before the first block (patch embedding, position
   embedding, class and register tokens; a ResNet's stem), for layer-wise lr decay;
-- ViTs only (`backbone.is_vit`), for token methods (MAE, DINOv2): `embed_patches(x)` -> patch
-  tokens with their position embedding `[N, L, D]`; `forward_tokens(tokens)` prepends the class
-  token and the registers and runs the blocks and final norm -> `[N, 1 + R + L', D]`;
-  `tokens(x, mask, mask_token)` -> `ViTTokens` (class token `[N, D]`, registers `[N, R, D]`, patch
-  tokens `[N, L, D]`, all after the final norm), where patches with `mask` `[N, L]` True have their
-  embedding replaced by `mask_token` `[D]` before the position embedding (iBOT, DINOv2);
-  `patch_size`, `num_patches`, `num_registers`, `embed_dim`; `freeze_patch_embed()` (MoCo v3's
-  frozen random patch projection).
+- ViTs only (`backbone.is_vit`), for token methods (MAE, DINOv2, I-JEPA): `embed_patches(x)` ->
+  patch tokens with their position embedding `[N, L, D]`; `forward_tokens(tokens)` prepends the
+  class token and the registers and runs the blocks and final norm -> `[N, 1 + R + L', D]`
+  (`class_token=False`: the patch tokens alone -> `[N, L', D]`); `tokens(x, mask, mask_token)` ->
+  `ViTTokens` (class token `[N, D]`, registers `[N, R, D]`, patch tokens `[N, L, D]`, all after the
+  final norm), where patches with `mask` `[N, L]` True have their embedding replaced by
+  `mask_token` `[D]` before the position embedding (iBOT, DINOv2); `patch_size`, `num_patches`,
+  `num_registers`, `embed_dim`; `freeze_patch_embed()` (MoCo v3's frozen random patch projection);
+  `drop_class_token()` (I-JEPA's ViT has none: the class token is frozen and `backbone(x)` becomes
+  the mean of the patch tokens); `fix_sincos_positions()` (a frozen 2-D sine-cosine position
+  embedding, as I-JEPA's encoder).
 
 Registers (Darcet et al. 2024, "Vision Transformers Need Registers"): `registers=R` extra learned
 tokens after the class token that every block attends to and nothing reads: `backbone(x)` is the
@@ -73,8 +76,11 @@ class Backbone(nn.Module):
         self.num_features = num_features
         self.name = name
         self.head: nn.Module = nn.Identity()
+        self.patch_mean = False  # drop_class_token(): pool the patch tokens, run without the class token
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.patch_mean:
+            return self.forward_tokens(self.embed_patches(x), class_token=False).mean(dim=1)  # [N, D]
         return self.trunk(x)  # [N, D]
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,8 +134,10 @@ class Backbone(nn.Module):
         tokens = vit.patch_embed(x).flatten(1, -2)  # [N, L, D] (dynamic_img_size makes it [N, h, w, D])
         return tokens + vit.pos_embed[:, vit.num_prefix_tokens :]  # each patch's position; the prefix tokens' come later
 
-    def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, tokens: torch.Tensor, class_token: bool = True) -> torch.Tensor:
         vit = self._vit()
+        if not class_token:  # I-JEPA: no class token (and no registers) in the sequence
+            return vit.norm(vit.blocks(vit.norm_pre(tokens)))  # [N, L', D]
         prefix = vit.cls_token
         if vit.reg_token is not None:
             prefix = torch.cat([prefix, vit.reg_token], dim=1)  # [1, 1 + R, D]
@@ -149,6 +157,26 @@ class Backbone(nn.Module):
         t = vit.norm(vit.blocks(t))
         p = vit.num_prefix_tokens
         return ViTTokens(t[:, 0], t[:, 1:p], t[:, p:])
+
+    def fix_sincos_positions(self) -> None:
+        from fastssl.models.pos_embed import sincos_pos_embed_2d
+
+        vit = self._vit()
+        grid = tuple(int(g) for g in vit.patch_embed.grid_size)
+        with torch.no_grad():
+            vit.pos_embed.copy_(sincos_pos_embed_2d(self.embed_dim, *grid, cls_token=True))
+        vit.pos_embed.requires_grad_(False)
+
+    def drop_class_token(self) -> None:
+        """Never use the class token again (I-JEPA's ViT has none, Assran et al. 2023).
+
+        It is frozen, so that DDP sees no parameter left without a gradient, and the pooled features
+        `backbone(x)` become the mean of the final-norm patch tokens, computed without it, for the
+        evaluators as for training.
+        """
+        vit = self._vit()
+        vit.cls_token.requires_grad_(False)
+        self.patch_mean = True
 
     def freeze_patch_embed(self) -> None:
         for p in self._vit().patch_embed.parameters():

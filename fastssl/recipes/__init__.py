@@ -18,6 +18,7 @@ from fastssl.recipes import mocov3 as _mocov3  # noqa: F401, I001
 from fastssl.recipes import mae as _mae  # noqa: F401, I001
 from fastssl.recipes import dino as _dino  # noqa: F401, I001
 from fastssl.recipes import dinov2 as _dinov2  # noqa: F401, I001
+from fastssl.recipes import ijepa as _ijepa  # noqa: F401, I001
 from fastssl.recipes import noncontrastive as _noncontrastive  # noqa: F401, I001
 from fastssl.recipes import pretext as _pretext  # noqa: F401, I001
 from fastssl.recipes import clustering as _clustering  # noqa: F401, I001
