@@ -206,6 +206,8 @@ def validate(cfg: Config) -> Config:
         ("data.image_size", cfg.data.image_size >= 1, "must be >= 1"),
         ("eval.knn_t", cfg.eval.knn_t > 0, "must be > 0"),
         ("dist.zero_stage", cfg.dist.zero_stage in (1, 2, 3), "must be 1, 2 or 3 (DeepSpeed ZeRO stages)"),
+        ("train.grad_accum_steps", cfg.train.grad_accum_steps >= 1, "must be >= 1"),
+        ("train.grad_cache", cfg.train.grad_cache in ("auto", "on", "off"), "must be auto, on or off"),
     ]
     for key, ok, problem in checks:
         if not ok:
