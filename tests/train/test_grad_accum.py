@@ -25,7 +25,7 @@ from fastssl.train.bn_guard import BatchNormGuard
 from fastssl.train.grad_cache import grad_cache_step
 from fastssl.train.optim import build_optimizer
 from fastssl.train.step import OK, train_step
-from tests.parallel.conftest import THREE_STEPS, assert_same_state, checkpoints, losses, train_cli
+from tests.parallel.conftest import THREE_STEPS, assert_same_state, checkpoints, losses, strategy_args, train_cli
 from tests.train.conftest import tiny_overrides
 
 VIT = ["--model.name=vit_nano", "--model.patch_size=4", "--optim.name=sgd"]
@@ -82,6 +82,15 @@ def test_simclr_grad_cache_equals_the_large_batch(run, loss_impl):
 def test_simclr_grad_cache_on_2_ranks_equals_the_large_batch_on_1(run):
     """Negatives gathered across ranks: 2 ranks x 4 micro-batches of 2 = 1 process x 16."""
     _same_run(run(2, *SIMCLR, K4), run(1, *SIMCLR))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("strategy", ["fsdp", "zero2"])
+def test_simclr_grad_cache_under_sharding_equals_the_large_batch(run, strategy):
+    """FSDP2 skips the reduce-scatter of all but the last micro-batch; DeepSpeed takes its own
+    accumulation boundary: the step is still the large batch's."""
+    _same_run(run(2, *SIMCLR, K4, *strategy_args(strategy)), run(1, *SIMCLR))
 
 
 @pytest.mark.slow
