@@ -313,7 +313,8 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=8, help="global batch (all ranks)")
     p.add_argument("--optim", default="adamw", choices=("adamw", "sgd", "lars"),
                    help="optimizer (default adamw, the same for every strategy)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (--train.grad_accum_steps)")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per optimizer step (--train.grad_accum_steps)")
     p.add_argument("--grad-cache", default="auto", choices=("auto", "on", "off"),
                    help="GradCache for losses that couple samples (--train.grad_cache)")
     p.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="further config overrides")

@@ -31,9 +31,10 @@ def micro_batch_size(cfg: Config, world: World) -> int:
     dp, k = data_parallel_size(world), cfg.train.grad_accum_steps
     batch = cfg.train.batch_size
     if batch % (dp * k):
+        per_rank = batch // dp  # the trainer has checked that dp divides the batch
         raise FastSSLError(f"train.batch_size={batch} does not split into {k} micro-batches on each of {dp} "
-                           f"rank(s); set --train.grad_accum_steps to a divisor of {batch // dp if batch % dp == 0 else batch}"
-                           f" or --train.batch_size to a multiple of {dp * k}")
+                           f"rank(s); set --train.grad_accum_steps to a divisor of {per_rank} or "
+                           f"--train.batch_size to a multiple of {dp * k}")
     return batch // (dp * k)
 
 
