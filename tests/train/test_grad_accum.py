@@ -16,7 +16,7 @@ import torch
 
 from fastssl.cli import main
 from fastssl.config import apply_overrides
-from fastssl.distributed import World
+from fastssl.distributed import World, destroy_distributed
 from fastssl.methods import build_method
 from fastssl.parallel.engines import build_engine
 from fastssl.recipes import get_recipe
@@ -171,6 +171,29 @@ def test_grad_cache_replays_each_micro_batchs_drop_path(tmp_path):
     assert got.keys() == expect.keys()
     for name, g in got.items():
         torch.testing.assert_close(g, expect[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_step_skipped_mid_accumulation_leaves_no_fsdp_gradient_behind(tmp_path):
+    """The last micro-batch's loss is NaN: the three before it left unsharded gradients in FSDP2's
+    parameters (no reduce-scatter yet), which the next step would otherwise add to its own."""
+    from torch.distributed.fsdp import FSDPModule
+
+    cfg = apply_overrides(get_recipe("default"), ["--data.image_size=8", "--train.batch_size=8", *BYOL,
+                                                  "--method.proj_hidden_dim=16", "--method.pred_hidden_dim=16",
+                                                  "--method.proj_dim=8", "--dist.strategy=fsdp"])
+    engine = build_engine(cfg, World())
+    engine.wrap(build_method(cfg), lambda m: build_optimizer(m, cfg.optim, 0.1))
+    views = [torch.randn(8, 3, 8, 8) for _ in range(2)]
+    views[0][6:] = float("nan")  # micro-batch 4 of 4
+    try:
+        out = train_step(engine, engine.method, views, 0, 10, 0, 0.1, BatchNormGuard(engine.method), accum_steps=4)
+    finally:
+        destroy_distributed()  # the 1-rank group FSDP2 made
+    assert out.status == "loss"
+    groups = [m._get_fsdp_state()._fsdp_param_group for m in engine.method.modules() if isinstance(m, FSDPModule)]
+    held = [fp for g in groups if g for fp in g.fsdp_params
+            if fp._unsharded_param.grad is not None or fp.unsharded_accumulated_grad is not None]
+    assert not held and all(p.grad is None for p in engine.method.parameters())
 
 
 # --- bad input: one line, exit status 2 -------------------------------------------------------

@@ -77,8 +77,10 @@ class FSDPEngine(Engine):
     def discard_gradients(self) -> None:
         # Gradients held back by gradient_sync(False) live unsharded in FSDP2's parameters, out of
         # the optimizer's reach (private FSDPParam fields, torch 2.14).
+        from torch.distributed.fsdp import FSDPModule
+
         for module in self.method.modules():
-            group = getattr(module, "_get_fsdp_state", None) and module._get_fsdp_state()._fsdp_param_group
+            group = module._get_fsdp_state()._fsdp_param_group if isinstance(module, FSDPModule) else None
             for fsdp_param in group.fsdp_params if group else []:
                 fsdp_param._unsharded_param.grad = None
                 fsdp_param.unsharded_accumulated_grad = None
