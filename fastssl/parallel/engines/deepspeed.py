@@ -197,7 +197,12 @@ class DeepSpeedEngine(Engine):
     @contextlib.contextmanager
     def gradient_sync(self, enabled: bool):
         """DeepSpeed's own accumulation boundary: only the boundary micro-batch's backward reduces
-        (ZeRO-1/2 partition, ZeRO-3 reduce-scatter) and only then does `model.step` step."""
+        (ZeRO-1/2 partition, ZeRO-3 reduce-scatter) and only then does `model.step` step.
+
+        Known gap: a step skipped after some micro-batches' backward (a later micro-batch's loss
+        not finite) leaves their gradients in ZeRO-2's accumulators, which `zero_grad` does not
+        reach, so the next step adds them (measured: ZeRO-2, K = 4, NaN in the 4th micro-batch).
+        Skips at the first micro-batch, GradCache's (before any backward) and stops are exact."""
         self.model.set_gradient_accumulation_boundary(enabled)
         try:
             yield
