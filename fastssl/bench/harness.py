@@ -175,6 +175,24 @@ def measure_peak_memory_cuda(fn: Callable[[], Any], device: Any) -> PeakMemory:
     return PeakMemory(torch.cuda.max_memory_allocated(device) - base, "cuda-max-allocated", run_s)
 
 
+def measure_peak_memory_in_process(fn: Callable[[], Any], device: Any) -> PeakMemory:
+    """Peak memory of one `fn()` above what is held before it, in this process: CUDA's allocator
+    peak, or on CPU the resident set's high-water mark (VmHWM) reset just before the call. In a
+    long-lived process freed blocks linger in malloc's arenas, where the call may reuse them
+    unseen: start it with MALLOC_MMAP_THRESHOLD_=131072 (as the subprocess measurement does)."""
+    from fastssl.bench.peak_rss_child import reset_hwm, status_kib
+
+    if getattr(device, "type", device) == "cuda":
+        return measure_peak_memory_cuda(fn, device)
+    if not reset_hwm():
+        raise FastSSLError("peak memory on CPU needs Linux's /proc/self/clear_refs; run on Linux or on CUDA")
+    base = status_kib("VmRSS") * 1024
+    t0 = time.perf_counter()
+    fn()
+    run_s = time.perf_counter() - t0
+    return PeakMemory(status_kib("VmHWM") * 1024 - base, "vmhwm-reset", run_s)
+
+
 def target_name(target: Callable[..., Any] | str) -> str:
     """"module:function" for a module-level function (what the child process imports)."""
     if isinstance(target, str):

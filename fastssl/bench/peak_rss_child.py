@@ -19,12 +19,12 @@ import time
 _MARKER = "FASTSSL_PEAK_MEMORY "
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
 
 
-def _reset_hwm() -> bool:
+def reset_hwm() -> bool:
     """Set VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -49,14 +49,14 @@ def main(argv: list[str]) -> int:
         gc.collect()
     run = factory(**spec["kwargs"])
     gc.collect()
-    if _reset_hwm():
-        method, base = "vmhwm-reset", _status_kib("VmRSS") * 1024
+    if reset_hwm():
+        method, base = "vmhwm-reset", status_kib("VmRSS") * 1024
     else:
         method, base = "ru-maxrss", _maxrss_bytes()
     t0 = time.perf_counter()
     run()
     run_s = time.perf_counter() - t0
-    peak = _status_kib("VmHWM") * 1024 if method == "vmhwm-reset" else _maxrss_bytes()
+    peak = status_kib("VmHWM") * 1024 if method == "vmhwm-reset" else _maxrss_bytes()
     print(_MARKER + json.dumps({"extra_bytes": max(0, peak - base), "method": method, "run_s": run_s}), flush=True)
     return 0
 

@@ -1,7 +1,8 @@
 """`fastssl bench step`: the real SSL training step per strategy, with per-rank memory and traffic.
 
     torchrun --nproc_per_node=2 -m fastssl bench step --strategy ddp,fsdp,zero1,zero2,zero3 \
-        --model vit_small --image-size 32 --patch-size 16 --batch 8 [--method byol] [--optim adamw]
+        --model vit_small --image-size 32 --patch-size 16 --batch 8 [--method byol] [--optim adamw] \
+        [--grad-accum 4 [--grad-cache auto|on|off]]
 
 Each strategy builds the method and its engine (fastssl/parallel/engines/) and runs
 `fastssl.train.step.train_step`, the trainer's own step, on synthetic views already on the
@@ -19,6 +20,12 @@ device (the method's view spec; no data loading: `fastssl bench loader`). Per ra
   in the step's precision (`train.precision`: bf16 autocast on CUDA) and memory format
   (channels_last for CNNs on CUDA), so `ssl_overhead` = backbone images/s / step images/s is
   what the method and the strategy add, not a difference of dtype or layout;
+- with `--grad-accum K` the step runs K micro-batches of batch / (ranks x K) per rank and one
+  optimizer step (fastssl/train/accumulation.py; GradCache for losses that couple samples, as
+  `--grad-cache` says, default auto as the trainer's); `step_peak_mb` is one step's peak memory
+  above what is held between steps (activations, gradients, buffers: CUDA's allocator peak, or on
+  CPU the resident set's high-water mark; `harness.measure_peak_memory_in_process`) and
+  `peak_mb` the process's whole peak from that step on (model, optimizer state and the step);
 - `flops_per_step`: this rank's FLOPs of one step, counted by torch.utils.flop_counter.FlopCounterMode
   (matmuls and convolutions, forward and backward, the optimizer not counted) on the first
   strategy and reused for the others (same model, same batch), and `mfu`, those FLOPs per step
@@ -37,7 +44,15 @@ import copy
 import gc
 from typing import Any
 
-from fastssl.bench.harness import Provenance, bench_device, cuda_sync, load_average, measure, set_threads
+from fastssl.bench.harness import (
+    Provenance,
+    bench_device,
+    cuda_sync,
+    load_average,
+    measure,
+    measure_peak_memory_in_process,
+    set_threads,
+)
 from fastssl.bench.mfu import device_peak_flops, mfu
 from fastssl.bench.report import RowSink, add_output_options, emit, log
 from fastssl.errors import FastSSLError
@@ -49,10 +64,12 @@ FIELDS = (
     "strategy", "zero_stage", "rank", "world_size", "method", "model", "image_size", "patch_size", "batch", "optim",
     "param_bytes", "grad_bytes", "optim_bytes", "state_mb", "state_vs_ddp", "comm_calls", "comm_payload_mb",
     "comm_ring_mb", "comm_ops", "flops_per_step", "mfu", "step_ms", "step_p10_ms", "step_p90_ms", "images_per_s", "vs_ddp", "backbone_images_per_s",
-    "ssl_overhead", "repeats", "status", "load_1m", *Provenance.fields(),
+    "ssl_overhead", "grad_accum", "grad_cache", "step_peak_mb", "peak_mb", "mem_method", "repeats", "status", "load_1m",
+    *Provenance.fields(),
 )  # fmt: skip
 COLUMNS = ("strategy", "rank", "param_bytes", "grad_bytes", "optim_bytes", "state_mb", "state_vs_ddp", "comm_calls",
-           "comm_payload_mb", "comm_ring_mb", "step_ms", "images_per_s", "mfu", "vs_ddp", "ssl_overhead")
+           "comm_payload_mb", "comm_ring_mb", "grad_accum", "step_peak_mb", "step_ms", "images_per_s", "mfu", "vs_ddp",
+           "ssl_overhead")
 
 
 def _config(args: argparse.Namespace, world_size: int):
@@ -60,7 +77,8 @@ def _config(args: argparse.Namespace, world_size: int):
     from fastssl.recipes import get_recipe
 
     cfg = get_recipe(args.recipe)
-    overrides = [f"--train.batch_size={args.batch}", f"--optim.name={args.optim}", "--optim.warmup_epochs=0"]
+    overrides = [f"--train.batch_size={args.batch}", f"--optim.name={args.optim}", "--optim.warmup_epochs=0",
+                 f"--train.grad_accum_steps={args.grad_accum}", f"--train.grad_cache={args.grad_cache}"]
     if args.method:
         overrides.insert(0, f"--method.name={args.method}")
     if args.model:
@@ -135,6 +153,18 @@ def _backbone_baseline(cfg, views, args, device, world_size: int) -> float:
     return views[0].shape[0] * world_size / t.median_s
 
 
+def process_peak_bytes(device) -> int:
+    """The process's peak since the last reset: CUDA's allocator peak, or on CPU the resident set's
+    high-water mark."""
+    import torch
+
+    from fastssl.bench.peak_rss_child import status_kib
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return status_kib("VmHWM") * 1024
+
+
 def count_flops(fn) -> int | None:
     """FLOPs of one `fn()` by FlopCounterMode; None where a strategy's internals defeat it."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -156,11 +186,14 @@ def _bench(cfg, world, args, name: str, flops: dict[str, int | None]) -> dict[st
     from fastssl.train.bn_guard import BatchNormGuard
     from fastssl.train.optim import build_optimizer
     from fastssl.train.schedule import scaled_lr
+    from fastssl.train.accumulation import check_accumulation, grad_cache_on
     from fastssl.train.step import OK, train_step
 
     engine = build_engine(cfg, world)
     torch.manual_seed(cfg.train.seed)
     method = build_method(cfg).to(world.device)
+    check_accumulation(cfg, world, type(method))
+    accum = {"accum_steps": cfg.train.grad_accum_steps, "grad_cache": grad_cache_on(cfg, type(method))}
     lr = scaled_lr(cfg.optim, cfg.train.batch_size)
     engine.wrap(method, lambda m: build_optimizer(m, cfg.optim, lr))
     method = engine.method
@@ -171,7 +204,7 @@ def _bench(cfg, world, args, name: str, flops: dict[str, int | None]) -> dict[st
 
     def one(probe=None):
         nonlocal step_no
-        out = train_step(engine, method, views, step_no, total, 0, lr, guard, on_grads=probe)
+        out = train_step(engine, method, views, step_no, total, 0, lr, guard, on_grads=probe, **accum)
         step_no += 1
         if out.status != OK:
             raise FastSSLError(f"the {name} step was skipped ({out.status} not finite); lower --optim or check --set")
@@ -183,6 +216,7 @@ def _bench(cfg, world, args, name: str, flops: dict[str, int | None]) -> dict[st
     one(probe=lambda: mem.update(engine.memory_report()))
     with CommCounter(world.world_size) as comm:
         one()
+    peak = measure_peak_memory_in_process(one, world.device)
     t = measure(one, max(args.warmup - 2, 0), args.repeats, cuda_sync(world.device))
     row = {"strategy": name, "zero_stage": cfg.dist.zero_stage if cfg.dist.strategy == "deepspeed" else "",
            "rank": world.rank, "world_size": world.world_size, **mem,
@@ -191,7 +225,9 @@ def _bench(cfg, world, args, name: str, flops: dict[str, int | None]) -> dict[st
            "comm_ops": " ".join(f"{op}={n}" for op, n in sorted(comm.by_op.items())),
            "step_ms": t.median_s * 1e3, "step_p10_ms": t.p10_s * 1e3, "step_p90_ms": t.p90_s * 1e3,
            "images_per_s": cfg.train.batch_size / t.median_s, "repeats": t.repeats, "status": "ok",
-           "flops_per_step": flops["step"], "mfu": mfu(flops["step"], t.median_s, device_peak_flops(world.device))}
+           "flops_per_step": flops["step"], "mfu": mfu(flops["step"], t.median_s, device_peak_flops(world.device)),
+           "grad_accum": accum["accum_steps"], "grad_cache": "on" if accum["grad_cache"] else "off",
+           "step_peak_mb": peak.extra_mb, "peak_mb": process_peak_bytes(world.device) / MIB, "mem_method": peak.method}
     if not args.no_backbone_baseline:
         row["backbone_images_per_s"] = _backbone_baseline(cfg, views, args, world.device, world.world_size)
         row["ssl_overhead"] = row["backbone_images_per_s"] / row["images_per_s"]
@@ -279,6 +315,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=8, help="global batch (all ranks)")
     p.add_argument("--optim", default="adamw", choices=("adamw", "sgd", "lars"),
                    help="optimizer (default adamw, the same for every strategy)")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches per optimizer step (--train.grad_accum_steps)")
+    p.add_argument("--grad-cache", default="auto", choices=("auto", "on", "off"),
+                   help="GradCache for losses that couple samples (--train.grad_cache)")
     p.add_argument("--set", nargs="*", metavar="SECTION.KEY=VALUE", help="further config overrides")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (the first creates state; at least 2 run)")
     p.add_argument("--repeats", type=int, default=3, help="timed steps")

@@ -206,6 +206,8 @@ def validate(cfg: Config) -> Config:
         ("log.mlflow", not cfg.log.mlflow or importlib.util.find_spec("mlflow"), 'needs: pip install "fastssl[mlflow]"'),
         ("model.init", not cfg.model.init or os.path.exists(cfg.model.init),
          "does not exist; point it at a timm state_dict, a `fastssl export` file or a fastssl checkpoint"),
+        ("train.grad_accum_steps", cfg.train.grad_accum_steps >= 1, "must be >= 1"),
+        ("train.grad_cache", cfg.train.grad_cache in ("auto", "on", "off"), "must be auto, on or off"),
     ]
     for key, ok, problem in checks:
         if not ok:

@@ -43,7 +43,7 @@ class MethodConfig(Section):
 # Keys that must be positive / in [0, 1), whichever method has them.
 _POSITIVE = {"temperature", "student_temp", "teacher_temp", "warmup_teacher_temp", "proj_dim", "proj_hidden_dim",
              "pred_hidden_dim", "queue_size", "out_dim", "bottleneck_dim", "decoder_dim", "decoder_depth",
-             "decoder_heads", "proj_layers"}
+             "decoder_heads", "proj_layers", "pred_layers"}
 _UNIT = {"mask_ratio", "center_momentum"}
 
 
@@ -72,6 +72,7 @@ class BYOLConfig(MethodConfig):
     proj_dim: int = 256
     proj_layers: int = 2
     pred_hidden_dim: int = 4096
+    pred_layers: int = 2  # Sec. 3.3: the predictor is Linear-BN-ReLU-Linear (1 = one Linear, no BN)
     # Sec. 3.3: tau_base = 0.996, raised to 1 with a cosine schedule.
     momentum_base: float = 0.996
     momentum_final: float = 1.0

@@ -194,6 +194,14 @@ class TrainConfig(Section):
     # is remapped, not restarted. 0 = plan once and never revise. Why 0.05: README.md "Time to
     # accuracy" (at 0.1 a 30-minute run planned from slow first steps stopped 256 s early).
     time_budget_tolerance: float = 0.05
+    # Micro-batches per optimizer step: each rank runs K of batch_size / (data-parallel size x K)
+    # images and steps once, so batch_size stays the global batch (torchtitan's
+    # `gradient_accumulation_steps`; 1 = no accumulation).
+    grad_accum_steps: int = 1
+    # GradCache (Gao et al. 2021, luyug/GradCache) for losses that couple samples (SimCLR, MoCo v3):
+    # the loss and its gradient are computed on the whole batch's embeddings, so K > 1 equals the
+    # large batch. auto = on when grad_accum_steps > 1 and the method's loss couples samples | on | off.
+    grad_cache: str = "auto"
 
 
 @dataclass

@@ -30,14 +30,30 @@ A method is a single-device `nn.Module` (no DDP/FSDP/DeepSpeed inside) with:
   check it after wrapping (a bf16 EMA rounds away increments under 2^-9 of the value);
 - `commit_step(step, max_steps)`: state that only a *successful* step may change (MoCo's queue,
   DINO's centre), computed in forward and applied here, so a skipped non-finite step leaves it
-  untouched and the guard never copies it;
+  untouched and the guard never copies it. Under gradient accumulation (`--train.grad_accum_steps`)
+  forward runs once per micro-batch: what it computes for `commit_step` accumulates over the
+  step's micro-batches (MoCo's keys, DINO's batch centres) and is applied once, here;
+- `start_step()`: called before a step's first forward; drops what a skipped or stopped step
+  accumulated for `commit_step`;
 - `configure_schedule(steps_per_epoch, total_steps)`: called once before training, for methods
   whose schedule is set in epochs (DINO's teacher temperature and frozen last layer).
 - `on_epoch_start(epoch, images)`: called on every rank before the first step of each epoch
   (not when resuming mid-epoch), with `images()` yielding this rank's disjoint share of the
   training set (`fastssl.cluster.training_images`); DeepCluster v2 clusters it. Default: no-op.
 
-Class attributes: `needs_pairs` (contrastive losses need >= 2 samples per rank).
+Class attributes: `needs_pairs` (contrastive losses need >= 2 samples per rank, and so per
+micro-batch), `couples_samples` (the loss of a sample depends on the other samples of the batch:
+in-batch negatives). A method that couples samples splits its forward into two steps, so that
+GradCache (fastssl/train/grad_cache.py) can accumulate it exactly, and its forward is their
+composition:
+
+- `embed(views, step, max_steps) -> list[Tensor]`: the micro-batch's embeddings, each [n, ...]
+  (SimCLR's z1, z2; MoCo v3's queries and keys); those with a gradient are what GradCache
+  backpropagates into. Run twice per micro-batch (without, then with a graph), under the same RNG
+  state. Normalisation layers with batch statistics (BatchNorm) see one micro-batch at a time;
+- `loss_on_embeddings(embeddings, step, max_steps) -> dict`: forward's outputs from `embed`'s
+  tensors concatenated over the step's micro-batches (each [n_rank, ...], in row order), with
+  negatives gathered across ranks as in forward. It uses no parameters.
 """
 
 from __future__ import annotations
@@ -59,6 +75,7 @@ class SSLMethod(nn.Module):
     """Base class of every method; the defaults fit a method with no EMA target and two views."""
 
     needs_pairs: ClassVar[bool] = False
+    couples_samples: ClassVar[bool] = False
 
     def __init__(self, backbone: "Backbone", cfg: "MethodConfig"):
         super().__init__()
@@ -75,6 +92,14 @@ class SSLMethod(nn.Module):
 
     def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    # --- GradCache's two steps (methods with couples_samples) ------------------------------------
+    def embed(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> list[torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} does not couple samples; it has no embed step")
+
+    def loss_on_embeddings(self, embeddings: list[torch.Tensor], step: int = 0,
+                           max_steps: int = 1) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} does not couple samples; it has no loss_on_embeddings step")
 
     # --- EMA targets ---------------------------------------------------------------------------
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
@@ -116,6 +141,9 @@ class SSLMethod(nn.Module):
 
     def fp32_state(self) -> list[torch.Tensor]:
         return []
+
+    def start_step(self) -> None:
+        pass
 
     @torch.no_grad()
     def commit_step(self, step: int, max_steps: int) -> None:

@@ -25,7 +25,7 @@ class BYOL(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: BYOLConfig):
         super().__init__(backbone, cfg)
         self.projector = mlp(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers)
-        self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden_dim, cfg.proj_dim, 2)
+        self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden_dim, cfg.proj_dim, cfg.pred_layers)
         self.target_backbone = copy.deepcopy(backbone)
         self.target_projector = copy.deepcopy(self.projector)
         for p in [*self.target_backbone.parameters(), *self.target_projector.parameters()]:

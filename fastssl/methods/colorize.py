@@ -67,7 +67,7 @@ class Colorize(SSLMethod):
         self.register_buffer("rgb_mean", torch.tensor(cfg.rgb_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("rgb_std", torch.tensor(cfg.rgb_std).view(1, 3, 1, 1), persistent=False)
         self.decoder = mlp(backbone.num_features, cfg.decoder_hidden_dim, self.num_bins * self.cells**2, 2)
-        self._next_counts: torch.Tensor | None = None
+        self._next_counts: list[torch.Tensor] = []  # [Q] per micro-batch, added in commit_step
 
     @classmethod
     def view_spec(cls, cfg: "Config") -> "ViewSpec":
@@ -133,7 +133,7 @@ class Colorize(SSLMethod):
             counts = torch.bincount(hard[colourful], minlength=self.num_bins).float()  # [Q]
             if is_dist():
                 dist.all_reduce(counts)  # every rank weighs with the same prior
-            self._next_counts = counts
+            self._next_counts.append(counts)
             weights = rebalance_weights(self.ab_counts + counts, self.ab_centres, self.cfg.rebalance_lambda,
                                         self.cfg.prior_sigma)[hard] * colourful  # [M]
         logits = self.forward_logits(grey.to(x.dtype))  # [M, Q]
@@ -145,8 +145,11 @@ class Colorize(SSLMethod):
             accuracy = hits.sum() / colourful.sum().clamp(min=1)
         return {"loss": loss, "colour_acc": accuracy, "colourful": colourful.float().mean()}
 
+    def start_step(self) -> None:
+        self._next_counts = []
+
     @torch.no_grad()
     def commit_step(self, step: int, max_steps: int) -> None:
-        if self._next_counts is not None:
-            self.ab_counts += self._next_counts
-            self._next_counts = None
+        if self._next_counts:
+            self.ab_counts += torch.stack(self._next_counts).sum(0)
+        self._next_counts = []

@@ -91,7 +91,7 @@ class DINO(SSLMethod):
             if hasattr(m, "drop_prob"):  # timm DropPath
                 m.drop_prob = 0.0
         self.register_buffer("center", torch.zeros(1, cfg.out_dim))  # DINOLoss.center
-        self._next_center: torch.Tensor | None = None
+        self._batch_centers: list[torch.Tensor] = []  # [1, out] per micro-batch, applied in commit_step
 
     @classmethod
     def view_spec(cls, cfg: "Config") -> "ViewSpec":
@@ -138,21 +138,26 @@ class DINO(SSLMethod):
         return multicrop_forward(self.teacher_backbone, self.teacher_head, global_crops)  # [2 n, out]
 
     @torch.no_grad()
-    def next_center(self, teacher_out: torch.Tensor) -> torch.Tensor:
-        """DINOLoss.update_center: c <- m c + (1 - m) mean(teacher_out over the global batch).
+    def batch_center(self, teacher_out: torch.Tensor) -> torch.Tensor:
+        """The teacher's mean output over the global batch [1, out] (DINOLoss.update_center).
 
         Ranks hold equal batches, so the mean of the per-rank means is the global mean.
         """
-        batch_center = all_reduce_mean(teacher_out.float().mean(dim=0, keepdim=True))  # [1, out]
-        m = self.cfg.center_momentum
-        return self.center * m + batch_center * (1 - m)
+        return all_reduce_mean(teacher_out.float().mean(dim=0, keepdim=True))  # [1, out]
+
+    def start_step(self) -> None:
+        self._batch_centers = []
 
     @torch.no_grad()
     def commit_step(self, step: int, max_steps: int) -> None:
-        # The centre moves only after a successful step (a skipped non-finite step leaves it).
-        if self._next_center is not None:
-            self.center.copy_(self._next_center)
-            self._next_center = None
+        """DINOLoss.update_center: c <- m c + (1 - m) mean(teacher_out over the global batch), once
+        per step, from the mean of its (equal) micro-batches' centres; only after a successful step
+        (a skipped non-finite step leaves it)."""
+        if self._batch_centers:
+            batch_center = torch.stack(self._batch_centers).mean(dim=0)  # [1, out]
+            m = self.cfg.center_momentum
+            self.center.copy_(self.center * m + batch_center * (1 - m))
+        self._batch_centers = []
 
     def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
         if len(views) < 2:
@@ -162,7 +167,7 @@ class DINO(SSLMethod):
         teacher_out = self.forward_teacher(views[:2])  # [2 n, out]: the teacher sees global crops only
         temp = self.teacher_temp_at(self.epoch_of(step))
         loss = dino_loss(student_out, teacher_out, self.center, self.cfg.student_temp, temp)
-        self._next_center = self.next_center(teacher_out)
+        self._batch_centers.append(self.batch_center(teacher_out))
         return {"loss": loss, "teacher_entropy": self.teacher_entropy(teacher_out, temp),
                 "teacher_temp": torch.tensor(temp), "momentum": torch.tensor(self.momentum_at(step, max_steps))}
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from fastssl.config import MAEConfig
-from fastssl.distributed import get_rank, get_world_size
+from fastssl.methods.batch_draws import local_rows, step_generator
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
 from fastssl.models.backbone import Backbone
@@ -104,18 +104,19 @@ class MAE(SSLMethod):
         return [*self.backbone.blocks(), *self.decoder.blocks]
 
     # --- encoder ---------------------------------------------------------------------------------
-    def masking_noise(self, n: int, L: int, device: torch.device) -> torch.Tensor:
-        """[n, L] noise for this rank's images: the global batch's noise, sliced to this rank.
+    def masking_noise(self, n: int, L: int, device: torch.device, step: int) -> torch.Tensor:
+        """[n, L] noise for this rank's images: the step's global-batch noise, sliced to these rows.
 
-        Every rank draws the same [n * world, L] tensor (their RNGs are seeded alike and advance in
-        step), so image i of the global batch gets the same mask on 1 rank or on 8.
+        Drawn from a generator of (seed, step) for the whole global batch, so image i of the global
+        batch gets the same mask on 1 rank or on 8, in one batch or in K micro-batches
+        (fastssl/methods/batch_draws.py), and a resumed run draws it again.
         """
-        r, w = get_rank(), get_world_size()
-        return torch.rand(n * w, L, device=device)[r * n : (r + 1) * n]
+        start, stop, n_global = local_rows(n)
+        return torch.rand(n_global, L, generator=step_generator(step, "mae-mask"))[start:stop].to(device)
 
-    def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float):
+    def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float, step: int = 0):
         x = self.backbone.embed_patches(imgs)  # [N, L, D] with positions
-        noise = self.masking_noise(x.shape[0], x.shape[1], x.device)
+        noise = self.masking_noise(x.shape[0], x.shape[1], x.device, step)
         x, mask, ids_restore = random_masking(x, mask_ratio, noise)  # [N, keep, D]
         latent = self.backbone.forward_tokens(x)  # [N, 1 + keep, D]: class token, blocks, norm
         return latent, mask, ids_restore
@@ -142,7 +143,7 @@ class MAE(SSLMethod):
 
     def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
         imgs = views[0]  # [N, 3, H, W]: MAE's single view
-        latent, mask, ids_restore = self.forward_encoder(imgs, self.cfg.mask_ratio)
+        latent, mask, ids_restore = self.forward_encoder(imgs, self.cfg.mask_ratio, step)
         pred = self.forward_decoder(latent, ids_restore)  # [N, L, p*p*3]
         loss = self.forward_loss(imgs, pred, mask)
         return {"loss": loss}

@@ -64,7 +64,7 @@ class MoCoV2(SSLMethod):
         queue = F.normalize(torch.randn(views, cfg.queue_size, cfg.proj_dim), dim=-1)  # [V, K, d]
         self.register_buffer("queue", queue)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))  # next slot to overwrite
-        self._pending_keys: torch.Tensor | None = None  # [V, N, d], set in forward, enqueued in commit_step
+        self._pending_keys: list[torch.Tensor] = []  # [V, N, d] per micro-batch, enqueued in commit_step
 
     @property
     def sync_batchnorm(self) -> bool:
@@ -122,24 +122,32 @@ class MoCoV2(SSLMethod):
             (k1, k1_all), (k2, k2_all) = self.forward_key(x1, 2 * step), self.forward_key(x2, 2 * step + 1)
             # solo-learn mocov2plus.py: the mean of both directions, each against its key view's queue.
             loss = (self.forward_loss(q1, k2, self.queue[1]) + self.forward_loss(q2, k1, self.queue[0])) / 2
-            self._pending_keys = torch.stack([k1_all, k2_all])  # [2, N, d]
+            self._pending_keys.append(torch.stack([k1_all, k2_all]))  # [2, N, d]
             pos_sim = ((q1 * k2).sum(1).mean() + (q2 * k1).sum(1).mean()).detach() / 2
         else:
             q = self.forward_query(x1)  # [n, d]
             k, k_all = self.forward_key(x2, 2 * step)  # [n, d], [N, d]
             loss = self.forward_loss(q, k, self.queue[0])
-            self._pending_keys = k_all[None]  # [1, N, d]
+            self._pending_keys.append(k_all[None])  # [1, N, d]
             pos_sim = (q * k).sum(1).mean().detach()
         return {"loss": loss, "pos_sim": pos_sim}
+
+    def start_step(self) -> None:
+        self._pending_keys = []
 
     @torch.no_grad()
     def commit_step(self, step: int, max_steps: int) -> None:
         """Enqueue the step's global keys over the oldest ones (the queue is a ring of K slots)."""
         if self.cfg.bn == "shuffle":
             average_bn_statistics_(self)  # per-rank BN statistics -> the same on every replica
-        keys, self._pending_keys = self._pending_keys, None
-        if keys is None:
+        pending, self._pending_keys = self._pending_keys, []
+        if not pending:
             return
+        # Micro-batch j's keys are rank-major [V, R * m, d]; reorder to the global batch's order
+        # (rank-major, then micro-batch), so the queue is the same for any number of micro-batches.
+        micro = torch.stack(pending)  # [J, V, R * m, d]
+        j, v, _, d = micro.shape
+        keys = micro.view(j, v, get_world_size(), -1, d).permute(1, 2, 0, 3, 4).reshape(v, -1, d)  # [V, N, d]
         n_all, k = keys.shape[1], self.queue.shape[1]
         slots = (self.queue_ptr + torch.arange(n_all, device=keys.device)) % k  # [N]; K % N == 0, so no wrap
         self.queue.index_copy_(1, slots, keys.to(self.queue.dtype))

@@ -46,7 +46,7 @@ class SwAV(SSLMethod):
         # Embeddings of the assignment crops of the last `queue_length` images, newest first.
         self.register_buffer("queue", torch.zeros(cfg.num_assign_crops, cfg.queue_length, cfg.proj_dim))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
-        self._pending: torch.Tensor | None = None
+        self._pending: list[torch.Tensor] = []  # [A, B, proj_dim] per micro-batch, enqueued in commit_step
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
@@ -86,7 +86,7 @@ class SwAV(SSLMethod):
             subloss = -(q[None] * log_p[others]).sum(-1).mean(-1)  # [V - 1]
             loss = loss + subloss.mean()
             code_max = code_max + q.max(dim=1).values.mean()
-        self._pending = z.detach().view(n_views, b, -1)[: cfg.num_assign_crops]  # [A, B, proj_dim]
+        self._pending.append(z.detach().view(n_views, b, -1)[: cfg.num_assign_crops])  # [A, B, proj_dim]
         a = cfg.num_assign_crops
         return {"loss": loss / a, "code_max": code_max / a,
                 "queue_in_use": torch.tensor(float(self.queue_in_use()))}
@@ -98,12 +98,16 @@ class SwAV(SSLMethod):
             return [self.prototypes.weight]
         return []
 
+    def start_step(self) -> None:
+        self._pending = []
+
     @torch.no_grad()
     def commit_step(self, step: int, max_steps: int) -> None:
         cfg = self.cfg
-        if cfg.queue_length > 0 and self._pending is not None and self.epoch_of(step) >= cfg.queue_start_epoch:
-            new = all_gather_no_grad(self._pending.transpose(0, 1).contiguous()).transpose(0, 1)  # [A, R * B, D]
+        if cfg.queue_length > 0 and self._pending and self.epoch_of(step) >= cfg.queue_start_epoch:
+            pending = torch.cat(self._pending, dim=1)  # [A, B, D]: the step's micro-batches in row order
+            new = all_gather_no_grad(pending.transpose(0, 1).contiguous()).transpose(0, 1)  # [A, R * B, D]
             self.queue.copy_(torch.cat([new.to(self.queue.dtype), self.queue], dim=1)[:, : cfg.queue_length])
             self.queue_filled.fill_(min(cfg.queue_length, int(self.queue_filled) + new.shape[1]))
-        self._pending = None
+        self._pending = []
         self.normalize_prototypes()

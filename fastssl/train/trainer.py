@@ -5,7 +5,8 @@ Each component owns one concern, as in torchtitan's trainer:
 - `RunDir` (run_dir.py): the run folder and its config: start afresh, refuse a folder that holds a
   run, or resume it with its saved config and only this command line's changes;
 - the engine (fastssl/parallel/engines/): the strategy (`--dist.strategy=ddp|fsdp|deepspeed`);
-  each step is `train_step` (step.py), written once for all of them;
+  each step is `train_step` (step.py), written once for all of them: one optimizer step over
+  `train.grad_accum_steps` micro-batches (accumulation.py; GradCache, grad_cache.py);
 - the step plan (time_budget.py): the step count and where each step sits on the lr / momentum
   schedule, fixed or laid over a wall-clock `--train.time_budget`;
 - `Checkpointer` (checkpointer.py): distributed checkpoints at `ckpt_every_steps`, at each epoch's
@@ -39,6 +40,7 @@ from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
 from fastssl.parallel.engines import build_engine
 from fastssl.stop_signals import StopSignals, exit_status
+from fastssl.train.accumulation import check_accumulation, grad_cache_on, micro_batch_size
 from fastssl.train.time_budget import build_plan
 from fastssl.train.trackers import open_trackers
 from fastssl.train.bn_guard import BatchNormGuard
@@ -88,6 +90,8 @@ class Trainer:
         resume_from = RunDir(cfg, world).open()
         torch.manual_seed(cfg.train.seed)
         method = build_method(cfg).to(world.device)
+        check_accumulation(cfg, world, type(method))
+        self.grad_cache = grad_cache_on(cfg, type(method))
         self.loader = build_pretrain_loader(cfg, world, views=type(method).view_spec(cfg))
         if method.needs_pairs and self.loader.batch_size < 2:
             raise FastSSLError(
@@ -114,6 +118,9 @@ class Trainer:
         self.method = self.engine.method
         if world.is_main:
             print(f"fastssl: {self.engine.describe()}", flush=True)
+            if cfg.train.grad_accum_steps > 1:
+                print(f"fastssl: {cfg.train.grad_accum_steps} micro-batches of {micro_batch_size(cfg, world)} images "
+                      f"per rank and step, GradCache {'on' if self.grad_cache else 'off'}", flush=True)
         if resumed is not None:
             self._restore(resumed, resume_from)
         self.method.configure_schedule(self.steps_per_epoch, self.plan.total_steps)
@@ -190,7 +197,8 @@ class Trainer:
         at = self.plan.at(self.step)
         lr = lr_at(at.step, at.total, at.warmup, self.peak_lr, cfg.optim.min_lr_ratio)
         result = train_step(self.engine, self.method, views, self.step, at.momentum_len, epoch, lr, self.guard,
-                            stop_requested=self.stop.requested)
+                            stop_requested=self.stop.requested, accum_steps=cfg.train.grad_accum_steps,
+                            grad_cache=self.grad_cache)
         if result.status == STOPPED:
             return result
         if result.status != OK:

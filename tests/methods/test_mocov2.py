@@ -60,7 +60,7 @@ def test_keys_are_enqueued_in_order_and_the_ring_wraps():
         before = m.queue.clone()
         m(views, step=step, max_steps=10)
         torch.testing.assert_close(m.queue, before)  # forward alone never touches the queue
-        keys.append(m._pending_keys[0].clone())
+        keys.append(m._pending_keys[0][0].clone())  # the step's one micro-batch, view 0
         m.commit_step(step, 10)
     assert m.queue_ptr.item() == 3 * N
     torch.testing.assert_close(m.queue[0, : 3 * N], torch.cat(keys))
@@ -190,7 +190,7 @@ def test_symmetric_uses_one_queue_per_key_view():
     m = build_method(_cfg("--method.symmetric=true")).train()
     x1, x2 = _views()
     out = m([x1, x2], step=0)
-    keys = m._pending_keys.clone()
+    keys = m._pending_keys[0].clone()  # the step's one micro-batch [2, N, d]
     m.commit_step(0, 10)
     torch.testing.assert_close(m.queue[:, :N], keys)
     k1, _ = m.forward_key(x1, seed=0)

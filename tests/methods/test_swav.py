@@ -59,9 +59,9 @@ def test_codes_come_from_global_crops_only():
         q2 = m.codes(m.prototypes(m.forward_embed(views[0])), 0)
     assert torch.equal(q, q2)
     one = build_method(_cfg(num_assign_crops=1)).eval()
-    assert one._pending is None
+    assert one._pending == []
     one(views)
-    assert one._pending.shape[0] == 1
+    assert one._pending[0].shape[0] == 1
 
 
 def test_prototypes_are_unit_and_renormalised_after_each_step():
@@ -96,6 +96,8 @@ def test_queue_fills_only_in_commit_step_from_its_start_epoch_and_is_used_when_f
     assert int(m.queue_filled) == 0 and not bool(m.queue.any())
     m(views)  # forward alone (a step that will be skipped) changes nothing
     assert int(m.queue_filled) == 0
+    m.start_step()  # the next step drops what the skipped one accumulated, as train_step does
+    m(views)
     m.commit_step(2, 10)  # epoch 1
     assert int(m.queue_filled) == 6 and not m.queue_in_use()
     # The two global crops' embeddings (one BN batch, as in forward), newest first.

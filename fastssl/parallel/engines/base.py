@@ -9,6 +9,10 @@ strategy (DDP, FSDP2, DeepSpeed ZeRO):
   non-finite gradient check agreed by all ranks, the optimizer step, zero_grad), `set_lr`,
   `any_rank` (the one all-reduce of the step's flags) and `ema_update` (each `momentum_pairs()`
   target from its online module, on the shards this rank holds);
+- gradient accumulation: `gradient_sync(False)` around a micro-batch's forward and backward keeps
+  its gradients local (DDP `no_sync`, FSDP2 `set_requires_gradient_sync(False)`, DeepSpeed's
+  accumulation boundary), `discard_gradients` drops what a skipped step accumulated, and
+  `forward(..., embed=True)` runs the method's `embed` through the wrapped model (GradCache);
 - state: `model_state` / `optimizer_state` in one layout for every strategy (parameter names of
   the single-device method, full logical shapes: DTensor shards under FSDP2, full tensors
   otherwise) and `load_optimizer_state`, so a checkpoint loads under any strategy;
@@ -107,6 +111,21 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
                     v.zero_()
 
 
+@contextlib.contextmanager
+def calling(module: nn.Module, fn: Callable | None):
+    """Within it, calling `module` runs `fn` instead of its forward, with all of the module's hooks
+    (FSDP2's unshard and gradient hooks, DDP's reducer): torch's `register_fsdp_forward_method`
+    does the same for FSDP2 alone. None leaves the forward as it is."""
+    if fn is None:
+        yield
+        return
+    module.forward = fn
+    try:
+        yield
+    finally:
+        del module.forward
+
+
 def storage_bytes(tensors: Iterator[torch.Tensor], seen: set[int]) -> int:
     """Bytes of the distinct storages behind `tensors` (a shard's padded storage counts whole)."""
     total = 0
@@ -168,10 +187,21 @@ class Engine(ABC):
             return images
         return [x.to(self.input_dtype) if x.is_floating_point() else x for x in images]
 
-    def forward(self, views: list[torch.Tensor], step: int, max_steps: int) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int, max_steps: int, embed: bool = False):
+        """The method's forward (its outputs dict) or, with `embed`, its `embed` step (a list of
+        embeddings), through the wrapped model so that DDP's and FSDP2's hooks run either way."""
         views = self.prepare_inputs(views)
-        with self.autocast():
+        with self.autocast(), calling(self.method, self.method.embed if embed else None):
             return self.model(views, step=step, max_steps=max_steps)
+
+    def gradient_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
+        """Around one micro-batch's forward and backward: with `enabled` False its gradients stay
+        on this rank and accumulate, to be reduced with the last micro-batch's (where `enabled`)."""
+        return contextlib.nullcontext()
+
+    def discard_gradients(self) -> None:
+        """Drop every gradient accumulated in this step (a step skipped or stopped part way)."""
+        self.zero_grad()
 
     def any_rank(self, flags: list[bool | torch.Tensor]) -> list[bool]:
         """OR each flag over ranks with one all-reduce (and one host sync)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from fastssl.methods.base import SSLMethod
@@ -31,6 +33,12 @@ class DDPEngine(Engine):
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
+
+    def gradient_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
+        # no_sync: backward accumulates in the local gradients; the next synced backward all-reduces the sum.
+        if enabled or self.model is self.method:
+            return contextlib.nullcontext()
+        return self.model.no_sync()
 
     def step(self) -> StepReport:
         # Gradients are identical on every rank after DDP's all-reduce, so is their norm.

@@ -31,6 +31,7 @@ it and no optimizer step, so they end the step bit for bit unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -71,8 +72,9 @@ def deepspeed_config(cfg: Config, world: World, amp_dtype: torch.dtype | None) -
     zero["reduce_bucket_size"] = 5e7
     zero["allgather_bucket_size"] = 5e7
     ds: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": cfg.train.batch_size // world.world_size,
-        "gradient_accumulation_steps": 1,
+        # fastssl's step sets the accumulation boundary itself (`gradient_sync`) and scales the loss.
+        "train_micro_batch_size_per_gpu": cfg.train.batch_size // (world.world_size * cfg.train.grad_accum_steps),
+        "gradient_accumulation_steps": cfg.train.grad_accum_steps,
         # 0 disables clipping; the global norm is still computed, and a non-finite one skips the step.
         "gradient_clipping": cfg.optim.clip_grad,
         "zero_optimization": zero,
@@ -185,13 +187,29 @@ class DeepSpeedEngine(Engine):
         part[:n] = flat[start:start + n]
         return part.view_as(p.ds_tensor)
 
-    def forward(self, views: list[torch.Tensor], step: int, max_steps: int) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int, max_steps: int, embed: bool = False):
         if self.freeze is not None:  # before backward: ZeRO reduces gradients as backward makes them
             self.freeze.arm(self.method.frozen_params(step, self.method.epoch_of(step)))
-        return super().forward(views, step, max_steps)
+        return super().forward(views, step, max_steps, embed)
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.model.backward(loss)
+        # The step has scaled each micro-batch's loss by 1 / K already (and GradCache needs none).
+        self.model.backward(loss, scale_wrt_gas=False)
+
+    @contextlib.contextmanager
+    def gradient_sync(self, enabled: bool):
+        """DeepSpeed's own accumulation boundary: only the boundary micro-batch's backward reduces
+        (ZeRO-1/2 partition, ZeRO-3 reduce-scatter) and only then does `model.step` step.
+
+        Known gap: a step skipped after some micro-batches' backward (a later micro-batch's loss
+        not finite) leaves their gradients in ZeRO-2's accumulators, which `zero_grad` does not
+        reach, so the next step adds them (measured: ZeRO-2, K = 4, NaN in the 4th micro-batch).
+        Skips at the first micro-batch, GradCache's (before any backward) and stops are exact."""
+        self.model.set_gradient_accumulation_boundary(enabled)
+        try:
+            yield
+        finally:
+            self.model.set_gradient_accumulation_boundary(True)
 
     def step(self) -> StepReport:
         self.model.step()

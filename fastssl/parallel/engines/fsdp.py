@@ -17,6 +17,8 @@ stay fp32. `--dist.reshard_after_forward` trades memory for one all-gather.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from fastssl.methods.base import SSLMethod
@@ -62,6 +64,29 @@ class FSDPEngine(Engine):
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
+
+    @contextlib.contextmanager
+    def gradient_sync(self, enabled: bool):
+        """Without sync each unit keeps its unsharded gradient and skips its reduce-scatter; the
+        last micro-batch's backward reduce-scatters the sum, so a step of K micro-batches moves the
+        gradient bytes of one (the comm counter of `fastssl bench step --grad-accum` shows it)."""
+        self.method.set_requires_gradient_sync(enabled)
+        try:
+            yield
+        finally:
+            self.method.set_requires_gradient_sync(True)
+
+    def discard_gradients(self) -> None:
+        # Gradients held back by gradient_sync(False) live unsharded in FSDP2's parameters, out of
+        # the optimizer's reach (private FSDPParam fields, torch 2.14).
+        from torch.distributed.fsdp import FSDPModule
+
+        for module in self.method.modules():
+            group = module._get_fsdp_state()._fsdp_param_group if isinstance(module, FSDPModule) else None
+            for fsdp_param in group.fsdp_params if group else []:
+                fsdp_param._unsharded_param.grad = None
+                fsdp_param.unsharded_accumulated_grad = None
+        self.zero_grad()
 
     def step(self) -> StepReport:
         # clip_grad_norm_ on DTensor gradients all-reduces the squared norms of the local shards,
