@@ -39,7 +39,10 @@ def _dist() -> bool:
 
 
 def _rank() -> int:
-    return dist.get_rank() if _dist() else 0
+    """This rank's data-parallel rank: RNG states are saved and restored per data-parallel rank."""
+    from fastssl.distributed import dp_rank
+
+    return dp_rank()
 
 
 @contextlib.contextmanager
@@ -65,9 +68,12 @@ def save_checkpoint(out: str | Path, step: int, model: dict[str, torch.Tensor],
         _on_rank0(lambda: prepare_tmp(out, step))
         with _single_process_is_intended():
             dcp.save({"model": model, "optim": optim}, checkpoint_id=str(tmp), no_dist=not _dist())
-        rngs = [None] * (dist.get_world_size() if _dist() else 1)
+        from fastssl.distributed import parallel_dims
+
+        dims = parallel_dims()
+        rngs = [None] * dims.dp_size
         if _dist():
-            dist.all_gather_object(rngs, rng_state())
+            dist.all_gather_object(rngs, rng_state(), group=dims.dp_group)
         else:
             rngs[0] = rng_state()
         _on_rank0(lambda: _write_train_state(tmp / TRAIN_STATE, {"format": FORMAT, **train_state, "rng": rngs}))

@@ -195,6 +195,8 @@ def validate(cfg: Config) -> Config:
     """Range checks that types alone cannot make; each error names the key to change."""
     for key, problem in cfg.method.check():
         raise FastSSLError(f"--method.{key} {problem}")
+    for key, problem in cfg.dist.check():
+        raise FastSSLError(f"--dist.{key}={getattr(cfg.dist, key)!r} {problem}")
     checks = [
         ("train.batch_size", cfg.train.batch_size >= 1, "must be >= 1"),
         ("train.epochs", cfg.train.epochs >= 0, "must be >= 0"),

@@ -174,3 +174,15 @@ class DistConfig:
     # all-gather in backward). False keeps them until backward (ZeRO-2-like speed).
     reshard_after_forward: bool = True
     timeout_s: int = 1800
+    # Data-parallel mesh dp_replicate x dp_shard = world size (torchtitan ParallelDims; -1: the ranks
+    # the other dim leaves). fsdp shards within dp_shard and replicates across dp_replicate (HSDP:
+    # one node per replica keeps all-gathers and reduce-scatters on intra-node links); ddp ignores
+    # the split; deepspeed maps dp_replicate > 1 to ZeRO++ hpZ. Defaults 1 x -1: shard over all ranks.
+    dp_replicate: int = 1  # torchtitan JobConfig parallelism.data_parallel_replicate_degree = 1
+    dp_shard: int = -1  # torchtitan JobConfig parallelism.data_parallel_shard_degree = -1
+
+    def check(self) -> list[tuple[str, str]]:
+        """(key, problem) for the mesh values wrong on any world size (the world size: at start)."""
+        from fastssl.parallel.parallel_dims import check_dims
+
+        return check_dims(self.dp_replicate, self.dp_shard)

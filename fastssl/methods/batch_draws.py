@@ -16,7 +16,7 @@ import zlib
 import numpy as np
 import torch
 
-from fastssl.distributed import get_rank, get_world_size
+from fastssl.distributed import dp_rank, dp_size
 
 
 def step_generator(step: int, salt: str) -> torch.Generator:
@@ -28,6 +28,6 @@ def step_generator(step: int, salt: str) -> torch.Generator:
 def global_randint(high: int, n_local: int, *shape: int, step: int, salt: str,
                    device: torch.device | str = "cpu") -> torch.Tensor:
     """Integers in [0, high) for this rank's `n_local` images: int64 [n_local, *shape]."""
-    world, rank = get_world_size(), get_rank()
+    world, rank = dp_size(), dp_rank()
     draws = torch.randint(high, (n_local * world, *shape), generator=step_generator(step, salt))
     return draws[rank * n_local : (rank + 1) * n_local].to(device)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from fastssl.config import MAEConfig
-from fastssl.distributed import get_rank, get_world_size
+from fastssl.distributed import dp_rank, dp_size
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
 from fastssl.models.backbone import Backbone
@@ -108,7 +108,7 @@ class MAE(SSLMethod):
         Every rank draws the same [n * world, L] tensor (their RNGs are seeded alike and advance in
         step), so image i of the global batch gets the same mask on 1 rank or on 8.
         """
-        r, w = get_rank(), get_world_size()
+        r, w = dp_rank(), dp_size()
         return torch.rand(n * w, L, device=device)[r * n : (r + 1) * n]
 
     def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float):

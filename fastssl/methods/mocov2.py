@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastssl.config import MoCoV2Config
-from fastssl.distributed import all_gather_no_grad, get_rank, get_world_size
+from fastssl.distributed import all_gather_no_grad, dp_rank, dp_size
 from fastssl.errors import FastSSLError
 from fastssl.losses import info_nce
 from fastssl.methods.base import SSLMethod
@@ -70,7 +70,7 @@ class MoCoV2(SSLMethod):
         return self.cfg.bn == "sync"
 
     def bn_splits_per_rank(self) -> int:
-        cfg, world = self.cfg, get_world_size()
+        cfg, world = self.cfg, dp_size()
         if cfg.bn != "shuffle":
             return 1
         if cfg.shuffle_bn_groups % world:
@@ -91,7 +91,7 @@ class MoCoV2(SSLMethod):
     @torch.no_grad()
     def forward_key(self, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys of this rank's images [n, d] and of the global batch [N, d], rank-major."""
-        n, rank = x.shape[0], get_rank()
+        n, rank = x.shape[0], dp_rank()
         if self.cfg.bn == "shuffle":
             x_shuffled, undo = shuffle_across_ranks(x, seed)  # [n, 3, H, W], from all ranks
             k_all = unshuffle_across_ranks(self.key_projector(self.key_backbone(x_shuffled)), undo)  # [N, d]
@@ -144,7 +144,7 @@ class MoCoV2(SSLMethod):
         self.queue_ptr.copy_((self.queue_ptr + n_all) % k)
 
     def _check_batch(self, n: int) -> None:
-        cfg, world = self.cfg, get_world_size()
+        cfg, world = self.cfg, dp_size()
         n_all = n * world
         if cfg.queue_size % n_all:
             raise FastSSLError(f"method.queue_size={cfg.queue_size} is not a multiple of the global batch {n_all} "
