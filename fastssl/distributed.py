@@ -3,7 +3,7 @@
 Launch with `torchrun`; a plain `python -m fastssl` is world size 1 and never touches
 torch.distributed. Collectives degrade to identities at world size 1 so methods need no branches.
 
-Data-parallel rank, size and group come from one `ParallelDims` (fastssl/parallel/parallel_dims.py),
+Data-parallel rank, size and group come from one `ParallelDims` (fastssl/parallel_dims.py),
 never from the global rank. The trainer (and `fastssl bench step`) registers the run's dims once,
 in `init_distributed(..., dp_replicate, dp_shard)`; single-device code (methods, losses, the
 loaders' plans) reads them through `dp_rank()`, `dp_size()` and `dp_group()`, and the collectives
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from fastssl.parallel.parallel_dims import ParallelDims
+from fastssl.parallel_dims import ParallelDims
 
 
 @dataclass

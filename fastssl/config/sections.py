@@ -182,7 +182,16 @@ class DistConfig:
     dp_shard: int = -1  # torchtitan JobConfig parallelism.data_parallel_shard_degree = -1
 
     def check(self) -> list[tuple[str, str]]:
-        """(key, problem) for the mesh values wrong on any world size (the world size: at start)."""
-        from fastssl.parallel.parallel_dims import check_dims
+        """(key, problem) for the mesh values wrong on any world size (the world size: at start,
+        fastssl/parallel_dims.py)."""
+        return check_mesh(self.dp_replicate, self.dp_shard)
 
-        return check_dims(self.dp_replicate, self.dp_shard)
+
+def check_mesh(dp_replicate: int, dp_shard: int) -> list[tuple[str, str]]:
+    out = []
+    for key, v in (("dp_replicate", dp_replicate), ("dp_shard", dp_shard)):
+        if v != -1 and v < 1:
+            out.append((key, "must be >= 1, or -1 for the ranks the other dim leaves"))
+    if dp_replicate == -1 and dp_shard == -1:
+        out.append(("dp_replicate", "and --dist.dp_shard cannot both be -1; set one of them"))
+    return out

@@ -6,7 +6,7 @@ import pytest
 from fastssl.config import Config, apply_overrides, validate
 from fastssl.distributed import World, dp_rank, dp_size, parallel_dims
 from fastssl.errors import FastSSLError
-from fastssl.parallel.parallel_dims import ParallelDims, resolve_dims
+from fastssl.parallel_dims import ParallelDims, resolve_dims
 
 
 @pytest.mark.parametrize("r,s,world,expect", [

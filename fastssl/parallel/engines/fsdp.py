@@ -1,6 +1,6 @@
 """FSDP2 (`fully_shard`): parameters, gradients and optimizer state sharded over ranks.
 
-The mesh is `ParallelDims.fsdp_mesh` (fastssl/parallel/parallel_dims.py): with `--dist.dp_replicate=1`
+The mesh is `ParallelDims.fsdp_mesh` (fastssl/parallel_dims.py): with `--dist.dp_replicate=1`
 (the default) a 1-D mesh over every rank, full sharding; with R > 1 the 2-D ("dp_replicate",
 "dp_shard") mesh, HSDP: each parameter is sharded over its dp_shard group and replicated across
 the R groups, so all-gathers and reduce-scatters stay within a shard group and gradients are then

@@ -28,25 +28,15 @@ from typing import Any
 
 import torch.distributed as dist
 
+from fastssl.config.sections import check_mesh
 from fastssl.errors import FastSSLError
 
 DIM_NAMES = ("dp_replicate", "dp_shard")
 
 
-def check_dims(dp_replicate: int, dp_shard: int) -> list[tuple[str, str]]:
-    """(key, problem) for values that are wrong whatever the world size (Config.validate)."""
-    out = []
-    for key, v in (("dp_replicate", dp_replicate), ("dp_shard", dp_shard)):
-        if v != -1 and v < 1:
-            out.append((key, "must be >= 1, or -1 for the ranks the other dim leaves"))
-    if dp_replicate == -1 and dp_shard == -1:
-        out.append(("dp_replicate", "and --dist.dp_shard cannot both be -1; set one of them"))
-    return out
-
-
 def resolve_dims(dp_replicate: int, dp_shard: int, world_size: int) -> tuple[int, int]:
     """(R, S) with R * S == world_size; -1 takes the ranks the other dim leaves."""
-    for key, problem in check_dims(dp_replicate, dp_shard):
+    for key, problem in check_mesh(dp_replicate, dp_shard):  # also in Config.validate, before any work
         raise FastSSLError(f"--dist.{key}={dp_replicate if key == 'dp_replicate' else dp_shard} {problem}")
     for key, v, other in (("dp_replicate", dp_replicate, dp_shard), ("dp_shard", dp_shard, dp_replicate)):
         if v != -1 and world_size % v:
