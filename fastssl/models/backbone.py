@@ -39,6 +39,8 @@ _VITS = {
     "vit_tiny": "vit_tiny_patch16_224",
     "vit_small": "vit_small_patch16_224",
     "vit_base": "vit_base_patch16_224",
+    "vit_large": "vit_large_patch16_224",
+    "vit_huge": "vit_huge_patch14_224",
 }
 BACKBONES = sorted([*_RESNETS, *_VITS])
 
