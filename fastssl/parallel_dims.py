@@ -14,8 +14,9 @@ SyncBN statistics) use it, whatever the split. Only FSDP2 uses the split; DDP ig
 
 The device mesh `(dp_replicate, dp_shard)` with dims ("dp_replicate", "dp_shard") is built on
 first use (`mesh`), from the process group that must exist by then; every rank must reach that
-first use together (the trainer registers the dims right after joining the process group:
-`fastssl.distributed.set_parallel_dims`). Data-parallel ranks are the mesh's row-major order:
+first use together (FSDP2's wrap, on every rank). `fastssl.distributed.init_distributed` builds
+the dims, checking them against the world size before it joins the process group, and registers
+them (`set_parallel_dims`) for the code below the trainer. Data-parallel ranks are the mesh's row-major order:
 process rank r*dp_shard + s sits at (r, s) and is data-parallel rank r*dp_shard + s. The dims are
 built from the process rank once (`rank`), and nothing else maps process ranks to data-parallel
 ones: a tensor- or pipeline-parallel dim would change only this file.
@@ -38,7 +39,7 @@ def resolve_dims(dp_replicate: int, dp_shard: int, world_size: int) -> tuple[int
     """(R, S) with R * S == world_size; -1 takes the ranks the other dim leaves."""
     for key, problem in check_mesh(dp_replicate, dp_shard):  # also in Config.validate, before any work
         raise FastSSLError(f"--dist.{key}={dp_replicate if key == 'dp_replicate' else dp_shard} {problem}")
-    for key, v, other in (("dp_replicate", dp_replicate, dp_shard), ("dp_shard", dp_shard, dp_replicate)):
+    for key, v in (("dp_replicate", dp_replicate), ("dp_shard", dp_shard)):
         if v != -1 and world_size % v:
             raise FastSSLError(f"--dist.{key}={v} does not divide the world size {world_size}; "
                                f"set --dist.{key} to a divisor of {world_size}")
