@@ -68,3 +68,12 @@ def test_cli_split_not_dividing_the_world_size(tmp_path, capsys, monkeypatch):
     assert main(["train", *tiny_overrides(tmp_path), "--dist.strategy=fsdp", "--dist.dp_replicate=3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--dist.dp_replicate=3 does not divide the world size 4" in err[0], err
+
+
+def test_deepspeed_hpz_needs_zero3():
+    from fastssl.parallel.engines import build_engine
+
+    cfg = apply_overrides(Config(), ["--dist.strategy=deepspeed", "--dist.zero_stage=2", "--dist.dp_replicate=2"])
+    world = World(world_size=4, dims=ParallelDims(2, -1, 4))
+    with pytest.raises(FastSSLError, match=r"needs ZeRO-3: set --dist.zero_stage=3, or use --dist.strategy=fsdp"):
+        build_engine(cfg, world)
