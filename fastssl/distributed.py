@@ -2,6 +2,13 @@
 
 Launch with `torchrun`; a plain `python -m fastssl` is world size 1 and never touches
 torch.distributed. Collectives degrade to identities at world size 1 so methods need no branches.
+
+Data-parallel rank, size and group come from one `ParallelDims` (fastssl/parallel_dims.py),
+never from the global rank. The trainer (and `fastssl bench step`) registers the run's dims once,
+in `init_distributed(..., dp_replicate, dp_shard)`; single-device code (methods, losses, the
+loaders' plans) reads them through `dp_rank()`, `dp_size()` and `dp_group()`, and the collectives
+below run over `dp_group()`. Without a registration (a method test under torchrun) the dims are
+the default: every rank one data-parallel rank.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from fastssl.parallel_dims import ParallelDims
+
 
 @dataclass
 class World:
@@ -20,6 +29,11 @@ class World:
     local_rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    dims: ParallelDims | None = None  # None: every rank one data-parallel rank (`--dist.dp_shard=-1`)
+
+    def __post_init__(self) -> None:
+        if self.dims is None:
+            self.dims = ParallelDims(1, -1, self.world_size, self.rank, self.device.type)
 
     @property
     def is_main(self) -> bool:
@@ -36,6 +50,34 @@ def get_rank() -> int:
 
 def get_world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
+
+
+_DIMS: ParallelDims | None = None
+
+
+def set_parallel_dims(dims: ParallelDims | None) -> None:
+    """Register the run's dims (None: back to the default); `destroy_distributed` unregisters."""
+    global _DIMS
+    _DIMS = dims
+
+
+def parallel_dims() -> ParallelDims:
+    if _DIMS is not None:
+        return _DIMS
+    return ParallelDims(1, -1, get_world_size(), get_rank())
+
+
+def dp_rank() -> int:
+    return parallel_dims().dp_rank
+
+
+def dp_size() -> int:
+    return parallel_dims().dp_size
+
+
+def dp_group():
+    """The whole data-parallel group (None without torch.distributed)."""
+    return parallel_dims().dp_group
 
 
 def local_device(
@@ -88,21 +130,29 @@ def resolve_device(
     return local_device(requested, flag, local_rank)
 
 
-def init_distributed(backend: str = "auto", device: "str | torch.device" = "auto", timeout_s: int = 1800) -> World:
-    """Join the process group that torchrun describes in the environment, if any, on this rank's device."""
+def init_distributed(backend: str = "auto", device: "str | torch.device" = "auto", timeout_s: int = 1800,
+                     dp_replicate: int = 1, dp_shard: int = -1) -> World:
+    """Join the process group that torchrun describes in the environment, if any, on this rank's device,
+    and register the data-parallel dims (`--dist.dp_replicate` x `--dist.dp_shard`).
+
+    The dims are checked against the world size before the process group is joined, so a wrong
+    split fails at once on every rank, with no rendezvous to time out."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = local_device(device, "--train.device", local_rank)
+    dims = ParallelDims(dp_replicate, dp_shard, world_size, int(os.environ.get("RANK", "0")), dev.type)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not is_dist():
         if backend == "auto":
             backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return World(rank=get_rank(), local_rank=local_rank, world_size=get_world_size(), device=dev)
+    set_parallel_dims(dims)
+    return World(rank=get_rank(), local_rank=local_rank, world_size=get_world_size(), device=dev, dims=dims)
 
 
 def destroy_distributed() -> None:
+    set_parallel_dims(None)
     if is_dist():
         dist.barrier()
         dist.destroy_process_group()
@@ -122,39 +172,42 @@ class _AllGatherWithGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.n = x.shape[0]
-        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, x.contiguous())
+    def forward(ctx, x: torch.Tensor, dims: ParallelDims) -> torch.Tensor:
+        ctx.n, ctx.rank, ctx.group = x.shape[0], dims.dp_rank, dims.dp_group
+        out = [torch.empty_like(x) for _ in range(dims.dp_size)]
+        dist.all_gather(out, x.contiguous(), group=ctx.group)
         return torch.cat(out, 0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        r = dist.get_rank()
-        return grad[r * ctx.n : (r + 1) * ctx.n]
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n], None
 
 
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """[n, ...] per rank -> [world * n, ...], rank-major. Identity at world size 1."""
-    if get_world_size() == 1:
+    """[n, ...] per data-parallel rank -> [dp_size * n, ...], rank-major. Identity at dp size 1."""
+    dims = parallel_dims()
+    if dims.dp_size == 1:
         return x
-    return _AllGatherWithGrad.apply(x)
+    return _AllGatherWithGrad.apply(x, dims)
 
 
 @torch.no_grad()
 def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
-    if get_world_size() == 1:
+    dims = parallel_dims()
+    if dims.dp_size == 1:
         return x
-    out = [torch.empty_like(x) for _ in range(get_world_size())]
-    dist.all_gather(out, x.contiguous())
+    out = [torch.empty_like(x) for _ in range(dims.dp_size)]
+    dist.all_gather(out, x.contiguous(), group=dims.dp_group)
     return torch.cat(out, 0)
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    if get_world_size() == 1:
+    """The mean over the data-parallel group."""
+    dims = parallel_dims()
+    if dims.dp_size == 1:
         return x
     x = x.clone()
-    dist.all_reduce(x, op=dist.ReduceOp.SUM)
-    return x / get_world_size()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM, group=dims.dp_group)
+    return x / dims.dp_size

@@ -2,7 +2,7 @@
 
     torchrun --nproc_per_node=2 -m fastssl bench step --strategy ddp,fsdp,zero1,zero2,zero3 \
         --model vit_small --image-size 32 --patch-size 16 --batch 8 [--method byol] [--optim adamw] \
-        [--grad-accum 4 [--grad-cache auto|on|off]]
+        [--grad-accum 4 [--grad-cache auto|on|off]] [--dp-replicate 2 --dp-shard -1]
 
 Each strategy builds the method and its engine (fastssl/parallel/engines/) and runs
 `fastssl.train.step.train_step`, the trainer's own step, on synthetic views already on the
@@ -13,7 +13,12 @@ device (the method's view spec; no data loading: `fastssl bench loader`). Per ra
   step; DeepSpeed's fp32 master partitions count as optimizer state), their sum `state_mb` and
   its ratio to DDP's (`state_vs_ddp`);
 - the collectives of one step: calls, payload bytes (the full buffer per call, nccl-tests'
-  size) and a ring-algorithm estimate of the bytes this rank sends (fastssl/parallel/comm_counter.py);
+  size) and a ring-algorithm estimate of the bytes this rank sends (fastssl/parallel/comm_counter.py),
+  in all and per mesh dim (`comm_dp_replicate_mb`, `comm_dp_shard_mb`, `comm_dp_mb`: ring MiB over
+  the replicate groups, the shard groups, the whole data-parallel group), so HSDP's inter-node
+  traffic (dp_replicate) shows apart from its intra-node traffic (dp_shard);
+- `peak_rss_mb`: this process's peak resident memory so far (ru_maxrss: run one strategy per
+  invocation to read it per strategy);
 - step time (median of `--repeats`), images/s of the global batch, the ratio to DDP's images/s
   (`vs_ddp`; DDP is measured first unless `--no-ddp-baseline`), and the same views through the
   backbone alone, forward + backward on one device with no collectives (`backbone_images_per_s`),
@@ -32,6 +37,8 @@ device (the method's view spec; no data loading: `fastssl bench loader`). Per ra
   time over the GPU's dense bf16 peak (`fastssl.bench.mfu`; empty on CPU).
 
 Strategies: ddp, fsdp, zero1, zero2, zero3 (DeepSpeed; `deepspeed` means `--zero-stage`).
+`--dp-replicate` / `--dp-shard` set the data-parallel mesh (`--dist.dp_replicate` / `--dist.dp_shard`):
+fsdp with dp_replicate > 1 is HSDP, zero3 is ZeRO++ hpZ, ddp ignores the split.
 Works on one process too (each strategy on a 1-rank group). Rows go to one CSV, one per rank;
 rank 0's rows are written as each strategy finishes, the other ranks' at the end. Each rank
 runs on cuda:LOCAL_RANK (`fastssl.distributed.local_device`).
@@ -63,22 +70,24 @@ MIB = 2**20
 FIELDS = (
     "strategy", "zero_stage", "rank", "world_size", "method", "model", "image_size", "patch_size", "batch", "optim",
     "param_bytes", "grad_bytes", "optim_bytes", "state_mb", "state_vs_ddp", "comm_calls", "comm_payload_mb",
-    "comm_ring_mb", "comm_ops", "flops_per_step", "mfu", "step_ms", "step_p10_ms", "step_p90_ms", "images_per_s", "vs_ddp", "backbone_images_per_s",
+    "comm_ring_mb", "comm_dp_replicate_mb", "comm_dp_shard_mb", "comm_dp_mb", "comm_ops", "peak_rss_mb",
+    "dp_replicate", "dp_shard", "flops_per_step", "mfu", "step_ms", "step_p10_ms", "step_p90_ms", "images_per_s", "vs_ddp", "backbone_images_per_s",
     "ssl_overhead", "grad_accum", "grad_cache", "step_peak_mb", "peak_mb", "mem_method", "repeats", "status", "load_1m",
     *Provenance.fields(),
 )  # fmt: skip
 COLUMNS = ("strategy", "rank", "param_bytes", "grad_bytes", "optim_bytes", "state_mb", "state_vs_ddp", "comm_calls",
-           "comm_payload_mb", "comm_ring_mb", "grad_accum", "step_peak_mb", "step_ms", "images_per_s", "mfu", "vs_ddp",
-           "ssl_overhead")
+           "comm_payload_mb", "comm_ring_mb", "comm_dp_replicate_mb", "comm_dp_shard_mb", "peak_rss_mb", "grad_accum",
+           "step_peak_mb", "step_ms", "images_per_s", "mfu", "vs_ddp", "ssl_overhead")
 
 
-def _config(args: argparse.Namespace, world_size: int):
+def _config(args: argparse.Namespace, dp_size: int):
     from fastssl.config import apply_overrides, validate
     from fastssl.recipes import get_recipe
 
     cfg = get_recipe(args.recipe)
     overrides = [f"--train.batch_size={args.batch}", f"--optim.name={args.optim}", "--optim.warmup_epochs=0",
-                 f"--train.grad_accum_steps={args.grad_accum}", f"--train.grad_cache={args.grad_cache}"]
+                 f"--train.grad_accum_steps={args.grad_accum}", f"--train.grad_cache={args.grad_cache}",
+                 f"--dist.dp_replicate={args.dp_replicate}", f"--dist.dp_shard={args.dp_shard}"]
     if args.method:
         overrides.insert(0, f"--method.name={args.method}")
     if args.model:
@@ -89,8 +98,8 @@ def _config(args: argparse.Namespace, world_size: int):
         overrides.append(f"--model.patch_size={args.patch_size}")
     cfg = apply_overrides(cfg, overrides + list(args.set or []))
     validate(cfg)
-    if cfg.train.batch_size % world_size:
-        raise FastSSLError(f"--batch {cfg.train.batch_size} is not divisible by world size {world_size}")
+    if cfg.train.batch_size % dp_size:
+        raise FastSSLError(f"--batch {cfg.train.batch_size} is not divisible by the {dp_size} data-parallel ranks")
     return cfg
 
 
@@ -198,7 +207,7 @@ def _bench(cfg, world, args, name: str, flops: dict[str, int | None]) -> dict[st
     engine.wrap(method, lambda m: build_optimizer(m, cfg.optim, lr))
     method = engine.method
     guard = BatchNormGuard(method)
-    views = _views(method, cfg, cfg.train.batch_size // world.world_size, world.device)
+    views = _views(method, cfg, cfg.train.batch_size // world.dims.dp_size, world.device)
     total, step_no = 10**6, 0
     engine.model.train()
 
@@ -214,7 +223,7 @@ def _bench(cfg, world, args, name: str, flops: dict[str, int | None]) -> dict[st
         flops["step"] = count_flops(one)
     mem: dict[str, int] = {}
     one(probe=lambda: mem.update(engine.memory_report()))
-    with CommCounter(world.world_size) as comm:
+    with CommCounter(world.dims.group_labels()) as comm:
         one()
     peak = measure_peak_memory_in_process(one, world.device)
     t = measure(one, max(args.warmup - 2, 0), args.repeats, cuda_sync(world.device))
@@ -223,16 +232,25 @@ def _bench(cfg, world, args, name: str, flops: dict[str, int | None]) -> dict[st
            "state_mb": sum(mem.values()) / MIB, "comm_calls": comm.calls,
            "comm_payload_mb": comm.payload_bytes / MIB, "comm_ring_mb": comm.ring_bytes / MIB,
            "comm_ops": " ".join(f"{op}={n}" for op, n in sorted(comm.by_op.items())),
+           **{f"comm_{d}_mb": comm.by_dim[d][2] / MIB for d in ("dp_replicate", "dp_shard", "dp")},
+           "peak_rss_mb": peak_rss_mb(), "dp_replicate": world.dims.dp_replicate, "dp_shard": world.dims.dp_shard,
            "step_ms": t.median_s * 1e3, "step_p10_ms": t.p10_s * 1e3, "step_p90_ms": t.p90_s * 1e3,
            "images_per_s": cfg.train.batch_size / t.median_s, "repeats": t.repeats, "status": "ok",
            "flops_per_step": flops["step"], "mfu": mfu(flops["step"], t.median_s, device_peak_flops(world.device)),
            "grad_accum": accum["accum_steps"], "grad_cache": "on" if accum["grad_cache"] else "off",
            "step_peak_mb": peak.extra_mb, "peak_mb": process_peak_bytes(world.device) / MIB, "mem_method": peak.method}
     if not args.no_backbone_baseline:
-        row["backbone_images_per_s"] = _backbone_baseline(cfg, views, args, world.device, world.world_size)
+        row["backbone_images_per_s"] = _backbone_baseline(cfg, views, args, world.device, world.dims.dp_size)
         row["ssl_overhead"] = row["backbone_images_per_s"] / row["images_per_s"]
     engine.close()
     return row
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set so far, MiB (ru_maxrss is KiB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _complete(row: dict[str, Any], common: dict[str, Any], earlier: list[dict[str, Any]]) -> None:
@@ -258,13 +276,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise FastSSLError(f"--strategy: unknown {', '.join(bad)}; choose from {', '.join(STRATEGIES)}")
     if not args.no_ddp_baseline and "ddp" not in names:
         names.insert(0, "ddp")
-    world = init_distributed("auto", device)
+    world = init_distributed("auto", device, dp_replicate=args.dp_replicate, dp_shard=args.dp_shard)
     try:
-        cfg = _config(args, world.world_size)
+        cfg = _config(args, world.dims.dp_size)
         prov = Provenance.collect(device)
         if world.is_main:
             log(args, f"# bench step: {prov.summary()}; {cfg.method.name}/{cfg.model.name} at {cfg.data.image_size} px, "
-                      f"global batch {cfg.train.batch_size} on {world.world_size} rank(s), optim {cfg.optim.name}")
+                      f"global batch {cfg.train.batch_size} on {world.world_size} rank(s) ({world.dims.describe()}), "
+                      f"optim {cfg.optim.name}")
         common = {**prov.as_row(), "method": cfg.method.name, "model": cfg.model.name, "image_size": cfg.data.image_size,
                   "patch_size": cfg.model.patch_size, "batch": cfg.train.batch_size, "optim": cfg.optim.name}
         rows, flops, sink = [], {}, RowSink(args.csv if world.is_main else "", FIELDS)
@@ -307,6 +326,8 @@ def add_parser(sub: Any) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--strategy", default="ddp,fsdp,zero3", help=f"comma-separated: {', '.join(STRATEGIES)}")
     p.add_argument("--zero-stage", type=int, default=2, choices=(1, 2, 3), help="ZeRO stage of `deepspeed`")
+    p.add_argument("--dp-replicate", type=int, default=1, help="--dist.dp_replicate: replica groups (HSDP; -1: the rest)")
+    p.add_argument("--dp-shard", type=int, default=-1, help="--dist.dp_shard: ranks per shard group (-1: the rest)")
     p.add_argument("--recipe", default="default", help="config to start from")
     p.add_argument("--method", default=None, help="method (default: the recipe's)")
     p.add_argument("--model", default=None, help="backbone (default: the recipe's)")

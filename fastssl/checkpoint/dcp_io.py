@@ -51,8 +51,12 @@ def _single_process_is_intended():
 
 
 def save_checkpoint(out: str | Path, step: int, model: dict[str, torch.Tensor],
-                    optim: dict[str, dict[str, torch.Tensor]], train_state: dict[str, Any], keep_last: int) -> Path:
+                    optim: dict[str, dict[str, torch.Tensor]], train_state: dict[str, Any], keep_last: int,
+                    dp_group=None) -> Path:
     """Collective: every rank writes its shards; rank 0 publishes `checkpoints/step_N/` atomically.
+
+    The RNG states are one per rank of `dp_group` (the data-parallel group, `ParallelDims.dp_group`;
+    None: the default group), in its rank order: the trainer restores them by data-parallel rank.
 
     A write that fails (disk full, read-only or vanished folder) removes the torn `.tmp-step_N/`
     and raises FastSSLError on every rank; the published checkpoints stay as they were.
@@ -65,9 +69,9 @@ def save_checkpoint(out: str | Path, step: int, model: dict[str, torch.Tensor],
         _on_rank0(lambda: prepare_tmp(out, step))
         with _single_process_is_intended():
             dcp.save({"model": model, "optim": optim}, checkpoint_id=str(tmp), no_dist=not _dist())
-        rngs = [None] * (dist.get_world_size() if _dist() else 1)
+        rngs = [None] * (dist.get_world_size(dp_group) if _dist() else 1)
         if _dist():
-            dist.all_gather_object(rngs, rng_state())
+            dist.all_gather_object(rngs, rng_state(), group=dp_group)
         else:
             rngs[0] = rng_state()
         _on_rank0(lambda: _write_train_state(tmp / TRAIN_STATE, {"format": FORMAT, **train_state, "rng": rngs}))

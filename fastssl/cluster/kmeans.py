@@ -21,21 +21,21 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from fastssl.distributed import get_rank, get_world_size, is_dist
+from fastssl.distributed import dp_group, dp_rank, dp_size, is_dist
 
 DEFAULT_MAX_ELEMENTS = 1 << 24  # similarities held at once: 64 MiB of fp32
 
 
 def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     if is_dist():
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        dist.all_reduce(x, op=dist.ReduceOp.SUM, group=dp_group())
     return x
 
 
 def _rank_sizes(n_local: int, device: torch.device) -> list[int]:
     """Number of features on every rank, in rank order."""
-    sizes = torch.zeros(get_world_size(), dtype=torch.long, device=device)
-    sizes[get_rank()] = n_local
+    sizes = torch.zeros(dp_size(), dtype=torch.long, device=device)
+    sizes[dp_rank()] = n_local
     return _all_reduce_sum(sizes).tolist()
 
 
@@ -59,7 +59,7 @@ def _initial_centroids(x: torch.Tensor, k: int, generator: torch.Generator) -> t
     if total < k:
         raise ValueError(f"k-means with k={k} needs at least k features, got {total}; lower k")
     picked = torch.randperm(total, generator=generator)[:k].to(x.device)  # [K] global indices
-    start = sum(sizes[: get_rank()])
+    start = sum(sizes[: dp_rank()])
     mine = (picked >= start) & (picked < start + len(x))  # [K] rows this rank holds
     centroids = torch.zeros(k, x.shape[1], device=x.device, dtype=torch.float32)
     centroids[mine] = x[picked[mine] - start].float()

@@ -20,12 +20,12 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from fastssl.distributed import is_dist
+from fastssl.distributed import dp_group, is_dist
 
 
 def _sum_all_ranks(x: torch.Tensor) -> torch.Tensor:
     if is_dist():
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        dist.all_reduce(x, op=dist.ReduceOp.SUM, group=dp_group())
     return x
 
 

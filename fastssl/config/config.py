@@ -155,6 +155,8 @@ def validate(cfg: Config) -> Config:
 
     for key, problem in cfg.method.check():
         raise FastSSLError(f"--method.{key} {problem}")
+    for key, problem in cfg.dist.check():
+        raise FastSSLError(f"--dist.{key}={getattr(cfg.dist, key)!r} {problem}")
     for key, registry in (("model.name", BACKBONES), ("dist.strategy", ENGINES)):
         registry.entry(_get(cfg, key))
     is_vit = BACKBONES.entry(cfg.model.name).meta["family"] == "vit"

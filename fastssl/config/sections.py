@@ -265,6 +265,27 @@ class DistConfig(Section):
     reshard_after_forward: bool = True
     # Seconds a collective may wait before the process group fails (a hung rank ends the job).
     timeout_s: int = 1800
+    # Data-parallel mesh dp_replicate x dp_shard = world size (torchtitan ParallelDims; -1: the ranks
+    # the other dim leaves). fsdp shards within dp_shard and replicates across dp_replicate (HSDP:
+    # one node per replica keeps all-gathers and reduce-scatters on intra-node links); ddp ignores
+    # the split; deepspeed maps dp_replicate > 1 to ZeRO++ hpZ. Defaults 1 x -1: shard over all ranks.
+    dp_replicate: int = 1  # torchtitan JobConfig parallelism.data_parallel_replicate_degree = 1
+    dp_shard: int = -1  # torchtitan JobConfig parallelism.data_parallel_shard_degree = -1
+
+    def check(self) -> list[tuple[str, str]]:
+        """(key, problem) for the mesh values wrong on any world size (the world size: at start,
+        fastssl/parallel_dims.py)."""
+        return check_mesh(self.dp_replicate, self.dp_shard)
+
+
+def check_mesh(dp_replicate: int, dp_shard: int) -> list[tuple[str, str]]:
+    out = []
+    for key, v in (("dp_replicate", dp_replicate), ("dp_shard", dp_shard)):
+        if v != -1 and v < 1:
+            out.append((key, "must be >= 1, or -1 for the ranks the other dim leaves"))
+    if dp_replicate == -1 and dp_shard == -1:
+        out.append(("dp_replicate", "and --dist.dp_shard cannot both be -1; set one of them"))
+    return out
 
 
 @dataclass

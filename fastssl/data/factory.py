@@ -107,7 +107,7 @@ def build_pretrain_loader(
     """
     spec = views if views is not None else views_from_aug(cfg.aug, cfg.data.image_size)
     check_spec(spec)
-    batch_size = per_rank_batch_size(cfg.train.batch_size, world.world_size)
+    batch_size = per_rank_batch_size(cfg.train.batch_size, world.dims.dp_size)
     if source is None:
         note = digits_path_note(cfg.data)
         if note and world.is_main:

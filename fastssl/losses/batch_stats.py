@@ -17,15 +17,15 @@ import torch
 import torch.distributed as dist
 from torch.distributed.nn.functional import all_reduce
 
-from fastssl.distributed import get_world_size
+from fastssl.distributed import dp_group, dp_size
 from fastssl.errors import FastSSLError
 
 
 def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
     """Sum of `x` over ranks, differentiable (backward sums the gradients over ranks too)."""
-    if get_world_size() == 1:
+    if dp_size() == 1:
         return x
-    return all_reduce(x, op=dist.ReduceOp.SUM)
+    return all_reduce(x, op=dist.ReduceOp.SUM, group=dp_group())
 
 
 def off_diagonal(m: torch.Tensor) -> torch.Tensor:
@@ -44,5 +44,5 @@ def check_pair(name: str, z1: torch.Tensor, z2: torch.Tensor) -> None:
         )
     if z1.shape[0] == 0:
         raise FastSSLError(f"{name}: the embeddings are empty, the batch has no samples")
-    if get_world_size() == 1 and z1.shape[0] < 2:
+    if dp_size() == 1 and z1.shape[0] < 2:
         raise FastSSLError(f"{name} needs at least 2 samples for batch statistics, got {z1.shape[0]}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastssl.distributed import all_gather_no_grad, all_gather_with_grad, get_rank
+from fastssl.distributed import all_gather_no_grad, all_gather_with_grad, dp_rank
 from fastssl.errors import FastSSLError
 from fastssl.losses.chunked import info_nce_chunked, nt_xent_chunked
 
@@ -134,7 +134,7 @@ def nt_xent(
     n = z1.shape[0]
     if gather_distributed:
         k1, k2 = all_gather_with_grad(z1), all_gather_with_grad(z2)  # [N_global, d] each
-        offset = get_rank() * n
+        offset = dp_rank() * n
     else:
         k1, k2, offset = z1, z2, 0
     n_global = k1.shape[0]
@@ -179,7 +179,7 @@ def info_nce(
     q, k = _normalize(q), _normalize(k)
     n = q.shape[0]
     if gather_distributed:
-        keys, offset = all_gather_with_grad(k), get_rank() * n
+        keys, offset = all_gather_with_grad(k), dp_rank() * n
     else:
         keys, offset = k, 0
     negs = None if queue is None else _normalize(queue.detach()).to(q.dtype)

@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 import torch
 
-from fastssl.distributed import get_rank, get_world_size
+from fastssl.distributed import dp_rank, dp_size
 
 
 _MICRO = (0, 1)  # (index, count) of the micro-batch the step is running
@@ -43,8 +43,8 @@ def local_rows(n_local: int) -> tuple[int, int, int]:
     images are, rank-major and then micro-batch by micro-batch."""
     index, count = _MICRO
     n_rank = n_local * count
-    start = get_rank() * n_rank + index * n_local
-    return start, start + n_local, n_rank * get_world_size()
+    start = dp_rank() * n_rank + index * n_local
+    return start, start + n_local, n_rank * dp_size()
 
 
 def step_generator(step: int, salt: str) -> torch.Generator:

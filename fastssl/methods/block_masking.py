@@ -20,8 +20,7 @@ import random
 
 import torch
 
-from fastssl.distributed import get_rank, get_world_size
-from fastssl.methods.batch_draws import step_generator
+from fastssl.methods.batch_draws import local_rows, step_generator
 
 MIN_PATCHES = 4  # MaskingGenerator(min_num_patches=4)
 MIN_ASPECT = 0.3  # MaskingGenerator(min_aspect=0.3); the max is 1 / 0.3
@@ -66,15 +65,13 @@ def draw_masks(n_crops: int, n_local: int, h: int, w: int, ratio_min_max: tuple[
     Crop c of global image i is slot c * N + i of the global batch (N = n_local x world size);
     this rank holds images [rank n_local, (rank + 1) n_local).
     """
-    world = get_world_size()
-    n_global = n_local * world
+    first, _, n_global = local_rows(n_local)  # this rank's (micro-batch's) rows of the global batch
     slots = n_crops * n_global
     n_masked = int(slots * sample_probability)
     bins = torch.linspace(ratio_min_max[0], ratio_min_max[1], n_masked + 1).tolist()
     g = step_generator(step, salt)
     order = torch.randperm(slots, generator=g)  # slot k gets ratio bin order[k], or none if >= n_masked
     seeds = torch.randint(2**62, (slots,), generator=g)
-    first = get_rank() * n_local
     masks = torch.zeros(n_crops, n_local, h * w, dtype=torch.bool)
     for c in range(n_crops):
         for i in range(n_local):

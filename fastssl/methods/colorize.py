@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from fastssl.config.pretext import ColorizeConfig
-from fastssl.distributed import is_dist
+from fastssl.distributed import dp_group, is_dist
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
 from fastssl.methods.lab_colour import (
@@ -132,7 +132,7 @@ class Colorize(SSLMethod):
             soft, hard, colourful = self.make_targets(ab)  # [M, Q], [M], [M]
             counts = torch.bincount(hard[colourful], minlength=self.num_bins).float()  # [Q]
             if is_dist():
-                dist.all_reduce(counts)  # every rank weighs with the same prior
+                dist.all_reduce(counts, group=dp_group())  # every rank weighs with the same prior
             self._next_counts.append(counts)
             weights = rebalance_weights(self.ab_counts + counts, self.ab_centres, self.cfg.rebalance_lambda,
                                         self.cfg.prior_sigma)[hard] * colourful  # [M]

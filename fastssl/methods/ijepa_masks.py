@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from fastssl.distributed import get_rank, get_world_size, is_dist
-from fastssl.methods.batch_draws import sample_generator, step_generator
+from fastssl.distributed import dp_group, dp_size, is_dist
+from fastssl.methods.batch_draws import local_rows, sample_generator, step_generator
 
 # multiblock.py `_sample_block_mask`: redraws before one more target is allowed into the context.
 _RETRIES = 20
@@ -101,9 +101,9 @@ def image_blocks(g: torch.Generator, spec: MaskSpec, tgt_size: tuple[int, int],
 
 def _global_min(lengths: torch.Tensor, device: torch.device) -> torch.Tensor:
     """[2] int64 minima over this rank's images -> over the global batch."""
-    if is_dist() and get_world_size() > 1:
+    if is_dist() and dp_size() > 1:
         lengths = lengths.to(device)
-        dist.all_reduce(lengths, op=dist.ReduceOp.MIN)
+        dist.all_reduce(lengths, op=dist.ReduceOp.MIN, group=dp_group())
     return lengths.cpu()
 
 
@@ -114,7 +114,7 @@ def multiblock_masks(spec: MaskSpec, n_local: int, step: int,
     u_tgt, u_ctx = torch.rand(2, generator=sizes).tolist()  # the reference draws the two in this order
     tgt_size = block_size(u_tgt, spec.grid, spec.target_scale, spec.target_aspect)
     ctx_size = block_size(u_ctx, spec.grid, spec.context_scale, (1.0, 1.0))
-    first = get_rank() * n_local  # this rank's rows of the global batch (fastssl/data/backends/sharding.py)
+    first = local_rows(n_local)[0]  # this rank's (micro-batch's) rows of the global batch
     per_image = [image_blocks(sample_generator(step, "ijepa/blocks", first + i), spec, tgt_size, ctx_size)
                  for i in range(n_local)]
     local_min = torch.tensor([min(len(t) for ts, _ in per_image for t in ts), min(len(c) for _, c in per_image)])

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastssl.config import MoCoV2Config
-from fastssl.distributed import all_gather_no_grad, get_rank, get_world_size
+from fastssl.distributed import all_gather_no_grad, dp_rank, dp_size
 from fastssl.errors import FastSSLError
 from fastssl.losses import info_nce
 from fastssl.methods.base import SSLMethod
@@ -72,7 +72,7 @@ class MoCoV2(SSLMethod):
         return self.cfg.bn == "sync"
 
     def bn_splits_per_rank(self) -> int:
-        cfg, world = self.cfg, get_world_size()
+        cfg, world = self.cfg, dp_size()
         if cfg.bn != "shuffle":
             return 1
         if cfg.shuffle_bn_groups % world:
@@ -93,7 +93,7 @@ class MoCoV2(SSLMethod):
     @torch.no_grad()
     def forward_key(self, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys of this rank's images [n, d] and of the global batch [N, d], rank-major."""
-        n, rank = x.shape[0], get_rank()
+        n, rank = x.shape[0], dp_rank()
         if self.cfg.bn == "shuffle":
             x_shuffled, undo = shuffle_across_ranks(x, seed)  # [n, 3, H, W], from all ranks
             k_all = unshuffle_across_ranks(self.key_projector(self.key_backbone(x_shuffled)), undo)  # [N, d]
@@ -147,14 +147,14 @@ class MoCoV2(SSLMethod):
         # (rank-major, then micro-batch), so the queue is the same for any number of micro-batches.
         micro = torch.stack(pending)  # [J, V, R * m, d]
         j, v, _, d = micro.shape
-        keys = micro.view(j, v, get_world_size(), -1, d).permute(1, 2, 0, 3, 4).reshape(v, -1, d)  # [V, N, d]
+        keys = micro.view(j, v, dp_size(), -1, d).permute(1, 2, 0, 3, 4).reshape(v, -1, d)  # [V, N, d]
         n_all, k = keys.shape[1], self.queue.shape[1]
         slots = (self.queue_ptr + torch.arange(n_all, device=keys.device)) % k  # [N]; K % N == 0, so no wrap
         self.queue.index_copy_(1, slots, keys.to(self.queue.dtype))
         self.queue_ptr.copy_((self.queue_ptr + n_all) % k)
 
     def _check_batch(self, n: int) -> None:
-        cfg, world = self.cfg, get_world_size()
+        cfg, world = self.cfg, dp_size()
         n_all = n * world
         if cfg.queue_size % n_all:
             raise FastSSLError(f"method.queue_size={cfg.queue_size} is not a multiple of the global batch {n_all} "

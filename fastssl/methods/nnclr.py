@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastssl.config.noncontrastive import NNCLRConfig
-from fastssl.distributed import all_gather_no_grad, get_world_size
+from fastssl.distributed import all_gather_no_grad, dp_size
 from fastssl.errors import FastSSLError
 from fastssl.losses import info_nce
 from fastssl.methods.base import SSLMethod
@@ -97,7 +97,7 @@ class NNCLR(SSLMethod):
         self.support_ptr.copy_((self.support_ptr + n_all) % k)
 
     def _check_batch(self, n: int) -> None:
-        n_all, k = n * get_world_size(), self.cfg.queue_size
+        n_all, k = n * dp_size(), self.cfg.queue_size
         if k % n_all:
             raise FastSSLError(f"method.queue_size={k} is not a multiple of the global batch {n_all} (NNCLR's support "
                                f"set takes whole batches); set --method.queue_size to a multiple of {n_all}")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastssl.distributed import all_gather_no_grad, all_reduce_mean, get_rank, get_world_size
+from fastssl.distributed import all_gather_no_grad, all_reduce_mean, dp_rank, dp_size
 from fastssl.models.batchnorm import like_stats, mixed_batch_norm
 
 
@@ -37,10 +37,10 @@ from fastssl.models.batchnorm import like_stats, mixed_batch_norm
 def shuffle_across_ranks(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x [n, ...] on each rank -> (this rank's n samples of the shuffled global batch, undo [N])."""
     x_all = all_gather_no_grad(x)  # [N, ...], rank-major
-    n_all, world = x_all.shape[0], get_world_size()
+    n_all, world = x_all.shape[0], dp_size()
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n_all, generator=g).to(x.device)  # [N], the same on every rank
-    mine = order.view(world, -1)[get_rank()]  # [n]
+    mine = order.view(world, -1)[dp_rank()]  # [n]
     return x_all[mine], torch.argsort(order)
 
 
@@ -116,7 +116,7 @@ def convert_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
 @torch.no_grad()
 def average_bn_statistics_(module: nn.Module) -> None:
     """Running mean and variance of every BatchNorm in `module` := their mean over ranks (one collective)."""
-    if get_world_size() == 1:
+    if dp_size() == 1:
         return
     stats = [b for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
              for b in (m.running_mean, m.running_var)]

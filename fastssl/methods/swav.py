@@ -26,7 +26,7 @@ from torch import nn
 
 from fastssl.cluster import sinkhorn_knopp
 from fastssl.config.clustering import SwAVConfig
-from fastssl.distributed import all_gather_no_grad, get_rank, get_world_size
+from fastssl.distributed import all_gather_no_grad, dp_rank, dp_size
 from fastssl.methods.base import SSLMethod
 from fastssl.methods.momentum import local_tensor
 from fastssl.methods.multicrop import forward_multicrop
@@ -66,7 +66,7 @@ class SwAV(SSLMethod):
         scores = scores.detach().float()
         if self.queue_in_use():
             # This rank's disjoint slice of the (replicated) queue joins the global problem.
-            rows = torch.tensor_split(torch.arange(cfg.queue_length), get_world_size())[get_rank()]
+            rows = torch.tensor_split(torch.arange(cfg.queue_length), dp_size())[dp_rank()]
             queued = self.queue[crop, rows.to(self.queue.device)]  # [L / R, D]
             scores = torch.cat([self.prototypes(queued).float(), scores])  # [L / R + B, K]
         return sinkhorn_knopp(scores, cfg.epsilon, cfg.sinkhorn_iterations)[-b:]

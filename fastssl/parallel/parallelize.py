@@ -4,7 +4,8 @@
 data parallelism):
 
 1. `apply_memory_format`: channels_last for convolutional backbones (not ViTs) on CUDA;
-2. `apply_sync_bn`: BatchNorm -> synchronised BatchNorm (sync_batchnorm.py) when world_size > 1,
+2. `apply_sync_bn`: BatchNorm -> synchronised BatchNorm (sync_batchnorm.py) over the whole
+   data-parallel group when it has more than one rank,
    so the statistics (and the loss) equal those of one process on the global batch, as SimCLR
    and BYOL assume; with `bf16_params` (an engine that casts parameters but not buffers to bf16:
    DeepSpeed's bf16, FSDP2's policy) every other BatchNorm becomes a `MixedBatchNorm`, whose bf16
@@ -39,7 +40,7 @@ def apply_memory_format(method: SSLMethod, world: World) -> SSLMethod:
 
 def apply_sync_bn(method: SSLMethod, world: World) -> SSLMethod:
     # A method may keep per-rank BN on purpose (MoCo v2's ShuffleBN): `sync_batchnorm = False`.
-    if world.world_size > 1 and getattr(method, "sync_batchnorm", True):
+    if world.dims.dp_size > 1 and getattr(method, "sync_batchnorm", True):
         method = convert_sync_batchnorm(method, world.device)
     return method
 

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.nn.functional import all_reduce
 
+from fastssl.distributed import dp_group, dp_size
 from fastssl.models.batchnorm import MixedBatchNorm, mixed_batch_norm
 
 
@@ -28,14 +29,14 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input, got {x.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and dp_size() > 1):
             return mixed_batch_norm(self, x)
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
         xf = x.float()
         count = torch.tensor([x.numel() / c], dtype=torch.float32, device=x.device)
         stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])  # [2C + 1]
-        stats = all_reduce(stats, op=dist.ReduceOp.SUM)
+        stats = all_reduce(stats, op=dist.ReduceOp.SUM, group=dp_group())  # the whole data-parallel batch
         n = stats[-1]
         mean = stats[:c] / n  # [C]
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)  # biased, as BN normalises with

@@ -21,9 +21,8 @@ from fastssl.errors import FastSSLError
 
 
 def data_parallel_size(world: World) -> int:
-    """Ranks that split the global batch. The one place accumulation reads it (a 2-D mesh would
-    give its data-parallel size here)."""
-    return world.world_size
+    """Ranks that split the global batch: the mesh's data-parallel size (fastssl/parallel_dims.py)."""
+    return world.dims.dp_size
 
 
 def micro_batch_size(cfg: Config, world: World) -> int:

@@ -47,7 +47,7 @@ class Checkpointer:
                 "strategy": self.cfg.dist.strategy, "zero_stage": self.cfg.dist.zero_stage,
                 "world_size": self.world.world_size, "time_budget_plan": plan,
                 "planned_total_steps": plan.get("planned_total"), **self.extra_state(),
-            }, self.cfg.train.keep_last)
+            }, self.cfg.train.keep_last, dp_group=self.world.dims.dp_group)
         except FastSSLError as e:
             # The user's next question is what survived: the save removed its torn folder, nothing else.
             raise FastSSLError(f"{e}; {self.describe_last()}"

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastssl.config import Config
-from fastssl.distributed import World, all_reduce_mean, get_world_size
+from fastssl.distributed import World, all_reduce_mean, dp_size
 from fastssl.errors import FastSSLError
 from fastssl.parallel.engines import Engine
 from fastssl.train.knn_monitor import KnnMonitor
@@ -155,7 +155,7 @@ class OnlineProbe:
         counts = torch.stack([(y >= 0).sum(), (logits.argmax(1) == y).sum(), loss.detach()]).float()
         params = list(self.linear.parameters())
         flat = torch.cat([p.grad.reshape(-1) for p in params] + [counts])
-        flat = all_reduce_mean(flat) * get_world_size()  # sums over the data-parallel ranks
+        flat = all_reduce_mean(flat) * dp_size()  # sums over the data-parallel ranks
         self._sums += flat[-3:].double()
         # The global batch's mean (a batch with no labelled image has zero gradients).
         labelled = flat[-3].clamp(min=1)

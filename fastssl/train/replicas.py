@@ -3,7 +3,8 @@
 Which state that is depends on the engine (`Engine.replicated_state`): everything under DDP and
 ZeRO-1/2, buffers only (BatchNorm statistics, queues) under FSDP2 and ZeRO-3, whose sharded
 parameters differ between ranks by design. A per-tensor float64 checksum is all-gathered: one
-small collective per checkpoint.
+small collective per checkpoint, over the data-parallel group (every replica, whatever the
+HSDP split: each replica group holds the same shards, each shard group the same buffers).
 """
 
 from __future__ import annotations
@@ -11,21 +12,21 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from fastssl.distributed import is_dist
+from fastssl.distributed import dp_group, dp_size
 from fastssl.errors import FastSSLError
 from fastssl.parallel.engines import Engine
 
 
 def check_replicas(engine: Engine) -> None:
-    if not is_dist() or dist.get_world_size() == 1:
+    if dp_size() == 1:
         return
     state = engine.replicated_state()
     if not state:
         return
     names = sorted(state)
     sums = torch.stack([state[n].detach().double().sum() for n in names]).to(engine.world.device)
-    gathered = [torch.empty_like(sums) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, sums)
+    gathered = [torch.empty_like(sums) for _ in range(dp_size())]
+    dist.all_gather(gathered, sums, group=dp_group())
     for r, g in enumerate(gathered[1:], start=1):
         if not torch.equal(g, gathered[0]):
             first = names[int((g != gathered[0]).nonzero()[0])]

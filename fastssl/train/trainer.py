@@ -57,10 +57,11 @@ from fastssl.train.step import OK, STOPPED, StepOutcome, train_step
 def validate_run(cfg: Config, world: World) -> None:
     """`Config.validate()` (every check on values alone), then what depends on the world size."""
     validate(cfg)
-    if cfg.train.batch_size % world.world_size:
+    dp = world.dims.dp_size
+    if cfg.train.batch_size % dp:
         raise FastSSLError(
-            f"train.batch_size={cfg.train.batch_size} is not divisible by world size {world.world_size}; "
-            f"set --train.batch_size to a multiple of {world.world_size}"
+            f"train.batch_size={cfg.train.batch_size} is not divisible by the {dp} data-parallel ranks; "
+            f"set --train.batch_size to a multiple of {dp}"
         )
 
 
@@ -70,7 +71,8 @@ def train(cfg: Config) -> dict[str, Any]:
     A run stopped by a signal returns `{"stopped": "SIGTERM", "exit_status": 143, ...}` after
     writing its checkpoint; the CLI exits with that status.
     """
-    world = init_distributed(cfg.dist.backend, cfg.train.device, cfg.dist.timeout_s)
+    world = init_distributed(cfg.dist.backend, cfg.train.device, cfg.dist.timeout_s,
+                             cfg.dist.dp_replicate, cfg.dist.dp_shard)
     try:
         return Trainer(cfg, world).run()
     finally:
@@ -96,7 +98,7 @@ class Trainer:
         if method.needs_pairs and self.loader.batch_size < 2:
             raise FastSSLError(
                 f"{cfg.method.name} needs at least 2 images per rank for negatives, got {self.loader.batch_size}; "
-                f"raise --train.batch_size to at least {2 * world.world_size}"
+                f"raise --train.batch_size to at least {2 * world.dims.dp_size}"
             )
         self.steps_per_epoch = len(self.loader)
         self.peak_lr = scaled_lr(cfg.optim, cfg.train.batch_size)
@@ -132,7 +134,8 @@ class Trainer:
     def _restore(self, resumed: dict[str, Any], path) -> None:
         self.engine.load_optimizer_state(path)
         rngs = resumed["rng"]
-        set_rng_state(rngs[self.world.rank] if self.world.rank < len(rngs) else rngs[0])
+        r = self.world.dims.dp_rank
+        set_rng_state(rngs[r] if r < len(rngs) else rngs[0])
         self.step, self.bad_steps = resumed["step"], resumed.get("bad_steps", 0)
         # The saved plan is kept (with its re-plans) and not revised: see time_budget.py.
         self.plan.load_state_dict(resumed.get("time_budget_plan") or {})
@@ -223,7 +226,7 @@ class Trainer:
 
     def _after_step(self, result: StepOutcome, views: list[torch.Tensor], lr: float, epoch: int) -> None:
         step, now = self.step, time.perf_counter()
-        n_img = views[0].shape[0] * self.world.world_size
+        n_img = views[0].shape[0] * self.world.dims.dp_size
         self.images_seen += n_img
         dt, self._t_last = now - self._t_last, now
         self.log.progress(1, loss=result.outputs["loss"].detach(), lr=lr, img_s=n_img / max(dt, 1e-9))

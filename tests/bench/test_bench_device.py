@@ -47,13 +47,14 @@ def test_bench_step_joins_the_group_on_its_own_gpu(monkeypatch, local_rank):
     fake_gpus(monkeypatch, local_rank)
     seen = []
 
-    def fake_init(backend="auto", device="auto", timeout_s=1800):
+    def fake_init(backend="auto", device="auto", timeout_s=1800, dp_replicate=1, dp_shard=-1):
         # The real init_distributed resolves `device` through local_device, as torchrun's rank would.
         seen.append(distributed.local_device(device, "--train.device"))
         raise Joined
 
     monkeypatch.setattr(distributed, "init_distributed", fake_init)
-    args = argparse.Namespace(device="auto", threads=None, strategy="ddp", no_ddp_baseline=False)
+    args = argparse.Namespace(device="auto", threads=None, strategy="ddp", no_ddp_baseline=False, dp_replicate=1,
+                              dp_shard=-1)
     with pytest.raises(Joined):
         step.run(args)
     assert seen == [torch.device("cuda", local_rank)]

@@ -10,8 +10,7 @@ from fastssl.methods.block_masking import block_mask, draw_masks
 
 
 def _draw(n_local, step=3, world=1, rank=0, monkeypatch=None, h=6, w=6, ratio=(0.1, 0.5), p=0.5):
-    monkeypatch.setattr(block_masking, "get_world_size", lambda: world)
-    monkeypatch.setattr(block_masking, "get_rank", lambda: rank)
+    monkeypatch.setattr(block_masking, "local_rows", lambda n: (rank * n, (rank + 1) * n, n * world))
     return draw_masks(2, n_local, h, w, ratio, p, step)
 
 

@@ -98,8 +98,8 @@ def test_puzzles_do_not_depend_on_the_number_of_ranks(monkeypatch):
     x = torch.randn(8, 3, 12, 12)
     whole, labels = m.make_puzzles(x, step=2)
     for rank in range(2):
-        monkeypatch.setattr(batch_draws, "get_world_size", lambda: 2)
-        monkeypatch.setattr(batch_draws, "get_rank", lambda r=rank: r)
+        monkeypatch.setattr(batch_draws, "dp_size", lambda: 2)
+        monkeypatch.setattr(batch_draws, "dp_rank", lambda r=rank: r)
         part, part_labels = m.make_puzzles(x[rank * 4 : (rank + 1) * 4], step=2)
         assert torch.equal(part, whole[rank * 4 : (rank + 1) * 4])
         assert torch.equal(part_labels, labels[rank * 4 : (rank + 1) * 4])

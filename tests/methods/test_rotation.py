@@ -56,8 +56,8 @@ def test_random_rotations_do_not_depend_on_the_number_of_ranks(monkeypatch):
     _, whole = m.make_targets(x, step=3)
     parts = []
     for rank in range(2):
-        monkeypatch.setattr(batch_draws, "get_world_size", lambda: 2)
-        monkeypatch.setattr(batch_draws, "get_rank", lambda r=rank: r)
+        monkeypatch.setattr(batch_draws, "dp_size", lambda: 2)
+        monkeypatch.setattr(batch_draws, "dp_rank", lambda r=rank: r)
         parts.append(m.make_targets(x[rank * 4 : (rank + 1) * 4], step=3)[1])
     assert torch.equal(torch.cat(parts), whole)
 

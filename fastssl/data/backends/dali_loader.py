@@ -109,7 +109,7 @@ class DaliLoader:
         self.cfg, self.world, self.mode = cfg, world, mode
         self.backend, self.spec = backend, spec
         self.seed = cfg.train.seed
-        self.batch_size = per_rank_batch_size(cfg.train.batch_size, world.world_size)
+        self.batch_size = per_rank_batch_size(cfg.train.batch_size, world.dims.dp_size)
         self.num_images = num_images
         self.labels = labels
         self.paths, self.source, self.tars = paths, source, tars
@@ -130,13 +130,13 @@ class DaliLoader:
         if len(self) == 0:
             raise FastSSLError(
                 f"{num_images} images make no full batch of {self.batch_size} per rank on "
-                f"{world.world_size} rank(s); lower --train.batch_size or add data"
+                f"{world.dims.dp_size} rank(s); lower --train.batch_size or add data"
             )
 
     # --- PretrainLoader ------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return steps_per_epoch(self.num_images, self.world.world_size, self.batch_size)
+        return steps_per_epoch(self.num_images, self.world.dims.dp_size, self.batch_size)
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         check_start_step(start_step, len(self))
@@ -165,14 +165,14 @@ class DaliLoader:
     # --- pipelines -----------------------------------------------------------------------------
 
     def _plan(self, epoch: int) -> np.ndarray:
-        w = self.world
-        return rank_plan(self.num_images, w.world_size, w.rank, self.batch_size, self.seed, epoch)
+        w = self.world.dims
+        return rank_plan(self.num_images, w.dp_size, w.dp_rank, self.batch_size, self.seed, epoch)
 
     def _iterator_at(self, epoch: int, step: int):
         if self._it is not None and self._it_pos == (epoch, step):
             return self._it
         self._close()
-        seed = step_seed(self.seed, self.world.rank, epoch, step)
+        seed = step_seed(self.seed, self.world.dims.dp_rank, epoch, step)
         discard = 0
         if self.mode == "external":
             src = self.source
@@ -186,8 +186,8 @@ class DaliLoader:
             self._fed_from = step
             read = dp.files_reader([self.paths[i] for i in self._fed], self.labels[self._fed])
         else:
-            w = self.world
-            read = dp.webdataset_reader(self.tars, (w.rank + epoch) % w.world_size, w.world_size, seed)
+            w = self.world.dims
+            read = dp.webdataset_reader(self.tars, (w.dp_rank + epoch) % w.dp_size, w.dp_size, seed)
             discard = step
         self._pipe = dp.build_pipeline(
             read, self.spec, self.cfg.data.dtype, batch=self.batch_size, device_id=self.device_id, seed=seed,

@@ -100,7 +100,7 @@ class GpuTensorLoader:
         self, cfg: Config, world: World, spec: ViewSpec, images: torch.Tensor, labels: torch.Tensor
     ):
         self.world, self.spec, self.seed = world, spec, cfg.train.seed
-        self.batch_size = per_rank_batch_size(cfg.train.batch_size, world.world_size)
+        self.batch_size = per_rank_batch_size(cfg.train.batch_size, world.dims.dp_size)
         self.images = images  # uint8 [N, 3, H, W] on world.device
         self.labels = labels  # int64 [N] on world.device
         self.num_images = len(images)
@@ -110,11 +110,11 @@ class GpuTensorLoader:
         if len(self) == 0:
             raise FastSSLError(
                 f"{self.num_images} images make no full batch of {self.batch_size} per rank on "
-                f"{world.world_size} rank(s); lower --train.batch_size or add data"
+                f"{world.dims.dp_size} rank(s); lower --train.batch_size or add data"
             )
 
     def __len__(self) -> int:
-        return steps_per_epoch(self.num_images, self.world.world_size, self.batch_size)
+        return steps_per_epoch(self.num_images, self.world.dims.dp_size, self.batch_size)
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         check_start_step(start_step, len(self))
@@ -123,10 +123,10 @@ class GpuTensorLoader:
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         epoch, start = self._epoch, self._start
         w, dev, bsz = self.world, self.images.device, self.batch_size
-        plan = torch.from_numpy(rank_plan(self.num_images, w.world_size, w.rank, bsz, self.seed, epoch)).to(dev)
+        plan = torch.from_numpy(rank_plan(self.num_images, w.dims.dp_size, w.dims.dp_rank, bsz, self.seed, epoch)).to(dev)
         g = torch.Generator(device=dev)
         for step in range(start, len(self)):
-            g.manual_seed(step_seed(self.seed, w.rank, epoch, step))
+            g.manual_seed(step_seed(self.seed, w.dims.dp_rank, epoch, step))
             idx = plan[step * bsz : (step + 1) * bsz]
             views = augment_views(self.images[idx], self.spec, g, self.dtype)
             nxt = step + 1

@@ -140,7 +140,7 @@ class TorchPretrainLoader:
         self.num_views = len(transforms)
         # DataLoader's default prefetch_factor (2) batches per worker; none without workers.
         self.prefetch_depth = 2 * num_workers
-        self.sampler = ShardedBatchSampler(len(source), batch_size, world.rank, world.world_size, seed)
+        self.sampler = ShardedBatchSampler(len(source), batch_size, world.dims.dp_rank, world.dims.dp_size, seed)
         self.loader = UserErrorDataLoader(
             AugmentedViews(source, transforms, seed),
             batch_sampler=self.sampler,

@@ -169,7 +169,7 @@ class Engine(ABC):
 
     def describe(self) -> str:
         """One line printed at the start of a run."""
-        return f"strategy {self.name} on {self.world.world_size} process(es), {self.precision_mode()}"
+        return f"strategy {self.name} on {self.world.dims.dp_size} process(es), {self.precision_mode()}"
 
     def precision_mode(self) -> str:
         """How this engine computes, for the start line: `ddp autocast bf16`, `ddp fp32`, ..."""
@@ -207,8 +207,8 @@ class Engine(ABC):
         """OR each flag over ranks with one all-reduce (and one host sync)."""
         t = torch.stack([torch.as_tensor(f, dtype=torch.float32, device=self.world.device).reshape(())
                          for f in flags])
-        if is_dist() and dist.get_world_size() > 1:
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        if self.world.dims.dp_size > 1:
+            dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.world.dims.dp_group)
         return [bool(v) for v in t.tolist()]
 
     @abstractmethod

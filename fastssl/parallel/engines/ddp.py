@@ -1,4 +1,6 @@
-"""DDP: every rank holds the whole model and optimizer; gradients are all-reduced in backward."""
+"""DDP: every rank holds the whole model and optimizer; gradients are all-reduced in backward.
+
+DDP ignores the `dp_replicate` x `dp_shard` split: it all-reduces over the whole data-parallel group."""
 
 from __future__ import annotations
 
@@ -21,13 +23,15 @@ class DDPEngine(Engine):
         method = prepare(method, self.cfg, self.world, compile_per_unit=False)
         self.method = method
         self.model = method
-        if self.world.world_size > 1:
+        dims = self.world.dims
+        if dims.dp_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             device_ids = [self.world.device.index] if self.world.device.type == "cuda" else None
             # Buffers are not broadcast: synchronised BatchNorm keeps them equal. Gradients live in
             # DDP's buckets (no second copy).
-            self.model = DDP(method, device_ids=device_ids, broadcast_buffers=False, gradient_as_bucket_view=True)
+            self.model = DDP(method, device_ids=device_ids, broadcast_buffers=False, gradient_as_bucket_view=True,
+                             process_group=dims.dp_group)
         self.check_fp32_state()
         self.optimizer = make_optimizer(method)
 

@@ -3,7 +3,9 @@
 `deepspeed.initialize` wraps the whole method (EMA targets included, so ZeRO-3 partitions a
 target exactly like its online module: each parameter is split into equal flat partitions, and
 `ema_update_` works on `p.ds_tensor`, partition by partition) with fastssl's own optimizer and a
-generated config, printed at the start of a run. The lr comes from fastssl's schedule every
+generated config, printed at the start of a run. `--dist.dp_replicate` > 1 is ZeRO++ hierarchical
+partitioning (hpZ, `zero_hpz_partition_size` = dp_shard: a secondary copy of the parameters
+partitioned within each dp_shard group, so backward's all-gathers stay there), ZeRO-3 only. The lr comes from fastssl's schedule every
 step; DeepSpeed's engine owns backward, gradient averaging, clipping (`gradient_clipping`, on the
 global norm over partitions) and the optimizer step, which it skips when that norm is not finite
 (the check is agreed across ranks inside DeepSpeed).
@@ -64,6 +66,8 @@ def import_deepspeed():
 def deepspeed_config(cfg: Config, world: World, amp_dtype: torch.dtype | None) -> dict[str, Any]:
     """The DeepSpeed config fastssl generates from its own (there is no DeepSpeed JSON to write)."""
     zero: dict[str, Any] = {"stage": cfg.dist.zero_stage}
+    if world.dims.hsdp:  # ZeRO++ hpZ: a secondary copy of the parameters partitioned within dp_shard
+        zero["zero_hpz_partition_size"] = world.dims.dp_shard
     if cfg.dist.zero_stage == 3:
         # Every parameter is partitioned (DeepSpeed keeps those under 1e5 values whole by default):
         # the memory figures and the EMA-by-partition path then hold for every parameter.
@@ -73,7 +77,7 @@ def deepspeed_config(cfg: Config, world: World, amp_dtype: torch.dtype | None) -
     zero["allgather_bucket_size"] = 5e7
     ds: dict[str, Any] = {
         # fastssl's step sets the accumulation boundary itself (`gradient_sync`) and scales the loss.
-        "train_micro_batch_size_per_gpu": cfg.train.batch_size // (world.world_size * cfg.train.grad_accum_steps),
+        "train_micro_batch_size_per_gpu": cfg.train.batch_size // (world.dims.dp_size * cfg.train.grad_accum_steps),
         "gradient_accumulation_steps": cfg.train.grad_accum_steps,
         # 0 disables clipping; the global norm is still computed, and a non-finite one skips the step.
         "gradient_clipping": cfg.optim.clip_grad,
@@ -93,8 +97,11 @@ class DeepSpeedEngine(Engine):
 
     def __init__(self, cfg: Config, world: World):
         super().__init__(cfg, world)
-        self.deepspeed = import_deepspeed()
         self.stage = cfg.dist.zero_stage
+        if world.dims.hsdp and self.stage != 3:
+            raise FastSSLError(f"--dist.dp_replicate={world.dims.dp_replicate} under deepspeed is ZeRO++ hpZ, which "
+                               f"needs ZeRO-3: set --dist.zero_stage=3, or use --dist.strategy=fsdp (HSDP)")
+        self.deepspeed = import_deepspeed()
         self.ds_config: dict[str, Any] = {}
         self.freeze: ZeroFreeze | None = None
         self.flat_groups: list = []  # zero_layout.FlatGroup of every flat tensor ZeRO steps
@@ -182,7 +189,7 @@ class DeepSpeedEngine(Engine):
             return full.float().clone()
         part = torch.zeros(p.ds_tensor.numel(), dtype=torch.float32, device=p.ds_tensor.device)
         flat = full.reshape(-1)
-        start = self.world.rank * part.numel()
+        start = self.world.dims.dp_rank * part.numel()
         n = max(0, min(part.numel(), flat.numel() - start))
         part[:n] = flat[start:start + n]
         return part.view_as(p.ds_tensor)
@@ -230,7 +237,7 @@ class DeepSpeedEngine(Engine):
         return [(i, n, p) for i, (n, p) in enumerate(self.method.named_parameters())]
 
     def _keeps(self, i: int) -> bool:
-        return i % self.world.world_size == self.world.rank
+        return i % self.world.dims.dp_size == self.world.dims.dp_rank
 
     def model_state(self) -> dict[str, torch.Tensor]:
         """fp32 under bf16 too: trainable parameters from DeepSpeed's fp32 masters, EMA targets
@@ -254,7 +261,7 @@ class DeepSpeedEngine(Engine):
         if master is not None and self.stage < 3:
             return master.detach().clone()
         if master is not None:  # ZeRO-3 EMA target: gather the fp32 partitions
-            parts = [torch.empty_like(master) for _ in range(self.world.world_size)]
+            parts = [torch.empty_like(master) for _ in range(self.world.dims.dp_size)]
             torch.distributed.all_gather(parts, master.contiguous())
             return torch.cat(parts)[: p.ds_numel].view(p.ds_shape).clone()
         if self.bf16 and p.requires_grad:

@@ -1,5 +1,11 @@
 """FSDP2 (`fully_shard`): parameters, gradients and optimizer state sharded over ranks.
 
+The mesh is `ParallelDims.fsdp_mesh` (fastssl/parallel_dims.py): with `--dist.dp_replicate=1`
+(the default) a 1-D mesh over every rank, full sharding; with R > 1 the 2-D ("dp_replicate",
+"dp_shard") mesh, HSDP: each parameter is sharded over its dp_shard group and replicated across
+the R groups, so all-gathers and reduce-scatters stay within a shard group and gradients are then
+all-reduced across replicas (torchtitan's apply_fsdp with dp_replicate > 1).
+
 Wrapping, in this order: `prepare` (SyncBN, activation checkpointing, compile per unit), then
 `fully_shard` on each of `method.shard_units()` (the backbone's blocks and every EMA target's
 blocks), then on the method (the root: stems, heads, norms, position embeddings). FSDP2 shards
@@ -33,14 +39,12 @@ class FSDPEngine(Engine):
     name = "fsdp"
 
     def wrap(self, method: SSLMethod, make_optimizer: OptimizerFactory) -> None:
-        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         ensure_process_group(self.world)
         method = prepare(method, self.cfg, self.world, compile_per_unit=True,
                          bf16_params=self.compute_dtype is not None)
-        mesh = init_device_mesh(self.world.device.type, (self.world.world_size,))
-        kwargs = {"mesh": mesh, "reshard_after_forward": self.cfg.dist.reshard_after_forward}
+        kwargs = {"mesh": self.world.dims.fsdp_mesh, "reshard_after_forward": self.cfg.dist.reshard_after_forward}
         if self.compute_dtype is not None:
             kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=self.compute_dtype, reduce_dtype=torch.float32)
             self.amp_dtype = None  # the policy casts; no autocast on top
@@ -53,8 +57,10 @@ class FSDPEngine(Engine):
         self.optimizer = make_optimizer(method)
 
     def describe(self) -> str:
-        return (f"strategy fsdp (FSDP2 fully_shard over {len(self.method.shard_units())} units + root) on "
-                f"{self.world.world_size} process(es), reshard_after_forward={self.cfg.dist.reshard_after_forward}, "
+        dims = self.world.dims
+        kind = f"HSDP {dims.describe()}" if dims.hsdp else "fully_shard"
+        return (f"strategy fsdp (FSDP2 {kind} over {len(self.method.shard_units())} units + root) on "
+                f"{dims.dp_size} process(es), reshard_after_forward={self.cfg.dist.reshard_after_forward}, "
                 f"{self.precision_mode()}")
 
     def precision_mode(self) -> str:
