@@ -202,6 +202,7 @@ def validate(cfg: Config) -> Config:
         ("optim.lars_eta", cfg.optim.lars_eta > 0, "must be > 0"),
         ("optim.clip_grad", cfg.optim.clip_grad >= 0, "must be >= 0 (0 disables clipping)"),
         ("data.image_size", cfg.data.image_size >= 1, "must be >= 1"),
+        ("data.shuffle_buffer", cfg.data.shuffle_buffer >= 1, "must be >= 1 (1 reads each stream in tar order)"),
         ("eval.knn_t", cfg.eval.knn_t > 0, "must be > 0"),
         ("dist.zero_stage", cfg.dist.zero_stage in (1, 2, 3), "must be 1, 2 or 3 (DeepSpeed ZeRO stages)"),
     ]

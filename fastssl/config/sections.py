@@ -12,7 +12,7 @@ from dataclasses import dataclass
 class DataConfig:
     # "auto" guesses from `path` ("" = the built-in digits); or "digits" (built in, no download),
     # "npz" (JPEG shards), "folder" (ImageFolder), "cifar10" | "stl10" | "mnist" (torchvision),
-    # "filelist" (.txt of `path label` lines) | "webdataset" (tar shards; DALI backends only).
+    # "filelist" (.txt of `path label` lines) | "webdataset" (tar shards, streamed by every backend).
     dataset: str = "auto"
     path: str = ""
     # Where eval commands and the end-of-run kNN read held-out data; "" = the dataset's own split.
@@ -33,6 +33,12 @@ class DataConfig:
     pin_memory: bool = True
     # Output dtype of GPU backends ("fp32" | "bf16" | "fp16").
     dtype: str = "fp32"
+    # Webdataset tars: samples each (rank, worker) stream holds to shuffle within (1 = tar order).
+    # 1000 as the webdataset README's `.shuffle(1000)`; DALI's reader fills 1024.
+    shuffle_buffer: int = 1000
+    # Where image folders' and file lists' cached indexes go; "" = beside the data
+    # (`<folder>/.fastssl-index/`), or ~/.cache/fastssl/index when that is not writable.
+    index_dir: str = ""
 
 
 @dataclass

@@ -81,7 +81,7 @@ def test_resolve_backend(id_shards, monkeypatch):
     with pytest.raises(FastSSLError, match=r"pip install fastssl\[dali\]"):
         resolve_backend("dali-cpu", cpu)
     with pytest.raises(FastSSLError, match=r"pip install fastssl\[dali\]"):
-        resolve_backend("auto", cpu, needs_dali=True)
+        resolve_backend("dali", cpu)
     monkeypatch.setattr(dl, "dali_available", lambda: True)
     assert resolve_backend("auto", cpu) == "dali-cpu"
     assert resolve_backend("dali-cpu", cpu) == "dali-cpu"

@@ -20,6 +20,12 @@ import numpy as np
 from fastssl.errors import FastSSLError
 
 
+def data_parallel_coords(world) -> tuple[int, int]:
+    """(rank, ranks) the data is split over. The one place loaders read them: every rank of the
+    world reads its own data today; a layout with model-parallel ranks changes only this."""
+    return world.rank, world.world_size
+
+
 def per_rank_batch_size(global_batch: int, world_size: int) -> int:
     """`--train.batch_size` split over the ranks; each rank needs at least 2 images."""
     if global_batch % world_size:
@@ -53,6 +59,15 @@ def rank_plan(num_images: int, world_size: int, rank: int, batch: int, seed: int
     steps = num_images // g
     perm = epoch_permutation(num_images, seed, epoch)[: steps * g]
     return perm.reshape(steps, world_size, batch)[:, rank, :].reshape(-1).astype(np.int64)
+
+
+def indexed_state(epoch: int, step: int, world, batch: int) -> dict:
+    """The position of a loader over an indexed source, as checkpoints save it. The order is a
+    function of (seed, epoch) and the global batch alone, so (epoch, step) is the whole position on
+    any world size; the rest says what the position was taken with."""
+    rank, ranks = data_parallel_coords(world)
+    return {"kind": "indexed", "epoch": epoch, "step": step, "rank": rank, "ranks": ranks,
+            "global_batch": batch * ranks}
 
 
 def check_start_step(start_step: int, steps: int) -> None:

@@ -99,15 +99,20 @@ class AugmentedViews(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
         index, epoch = key
         image, label = self.source.sample(index)
-        # Workers own their RNG; in the main process the training loop's RNG must be left as found.
-        saved = torch.get_rng_state() if get_worker_info() is None else None
-        # The CPU generator only: torch.manual_seed also queues CUDA/XPU/MTIA seeding, each
-        # recording a stack trace (~2 ms per image) when those devices are not initialised.
-        torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
-        views = [t(image) for t in self.transforms]  # [3, H_v, W_v] each
-        if saved is not None:
-            torch.set_rng_state(saved)
-        return views, label
+        return seeded_views(self.transforms, image, sample_seed(self.seed, epoch, index)), label
+
+
+def seeded_views(transforms: list[Callable], image, seed: int) -> list[torch.Tensor]:
+    """Every view of `image`, its randomness drawn from `seed` alone: `[3, H_v, W_v]` each."""
+    # Workers own their RNG; in the main process the training loop's RNG must be left as found.
+    saved = torch.get_rng_state() if get_worker_info() is None else None
+    # The CPU generator only: torch.manual_seed also queues CUDA/XPU/MTIA seeding, each
+    # recording a stack trace (~2 ms per image) when those devices are not initialised.
+    torch.default_generator.manual_seed(seed)
+    views = [t(image) for t in transforms]
+    if saved is not None:
+        torch.set_rng_state(saved)
+    return views
 
 
 def collate_views(batch: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
