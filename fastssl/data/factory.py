@@ -58,6 +58,15 @@ class PretrainLoader(Protocol):
         """Reshuffle for `epoch`; the next iteration starts at `start_step` (resume mid-epoch)."""
         ...
 
+    def state_dict(self, epoch: int, step: int) -> dict:
+        """This rank's position when the training loop is at step `step` of `epoch` (what a
+        checkpoint saves; the loop may hold one batch more than it trained)."""
+        ...
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        """Every saved rank's `state_dict`; the next `set_epoch` at that position continues from it."""
+        ...
+
     def close(self) -> None:
         """Stop worker processes and pipelines now (idempotent). Loader workers ignore stop signals
         (fastssl/stop_signals.py), so a run that ends by an exception must not leave them for the

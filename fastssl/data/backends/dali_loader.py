@@ -45,7 +45,7 @@ from fastssl.data.backends.torch_stream import RECORD_KEYS, Shards, write_keys
 from fastssl.data.backends.sharding import (
     check_start_step,
     data_parallel_coords,
-    indexed_state,
+    IndexedPosition,
     per_rank_batch_size,
     rank_plan,
     step_seed,
@@ -101,7 +101,7 @@ def _substitute(plan: np.ndarray, skip: set[int]) -> np.ndarray:
     return out
 
 
-class DaliLoader:
+class DaliLoader(IndexedPosition):
     """PretrainLoader: yields `(views, labels)`; views `[B, 3, S, S]` in cfg.data.dtype on world.device."""
 
     def __init__(
@@ -165,14 +165,14 @@ class DaliLoader:
             if note and self.pos.rank == 0:
                 print(note, flush=True)
 
-    def state_dict(self) -> dict:
-        if self.pos is not None:
-            return self.pos.state_dict()
-        return indexed_state(self._epoch, self._start, self.world, self.batch_size)
+    def state_dict(self, epoch: int, step: int) -> dict:
+        return self.pos.state_dict(epoch, step) if self.pos is not None else super().state_dict(epoch, step)
 
     def load_state_dict(self, states: list[dict]) -> None:
         if self.pos is not None:
             self.pos.load_state_dict(states)
+        else:
+            super().load_state_dict(states)
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         epoch, step = self._epoch, self._start

@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from fastssl.data.backends.sharding import check_start_step, rank_plan, sample_seed, steps_per_epoch
+from fastssl.data.backends.sharding import IndexedPosition, check_start_step, rank_plan, sample_seed, steps_per_epoch
 from fastssl.data.backends.torch_augment import build_view_transforms
 from fastssl.data.sources.base import ImageSource
 from fastssl.data.views import ViewSpec
@@ -121,7 +121,7 @@ def collate_views(batch: list[tuple[list[torch.Tensor], int]]) -> tuple[list[tor
     return views, labels
 
 
-class TorchPretrainLoader:
+class TorchPretrainLoader(IndexedPosition):
     """PretrainLoader: yields `(views, labels)`, views float32 `[B, 3, S_v, S_v]` on the CPU."""
 
     backend = "torch"
@@ -139,6 +139,7 @@ class TorchPretrainLoader:
         if num_workers < 0:
             raise FastSSLError(f"--data.num_workers={num_workers} must be >= 0")
         transforms = build_view_transforms(spec)
+        self.world = world
         self.source = source
         self.batch_size = batch_size
         self.num_images = len(source)

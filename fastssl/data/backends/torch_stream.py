@@ -128,8 +128,8 @@ class TorchStreamLoader:
         if note and self.pos.rank == 0:
             print(note, flush=True)
 
-    def state_dict(self) -> dict:
-        return self.pos.state_dict()
+    def state_dict(self, epoch: int, step: int) -> dict:
+        return self.pos.state_dict(epoch, step)
 
     def load_state_dict(self, states: list[dict]) -> None:
         self.pos.load_state_dict(states)

@@ -31,6 +31,7 @@ class StreamPosition:
         self.emitted: dict[int, int] = {}
         self.corrupt = self.padded = 0
         self._saved: list[dict[str, Any]] | None = None
+        self._before: dict[str, Any] | None = None  # the position before the latest batch
 
     @property
     def steps(self) -> int:
@@ -59,6 +60,7 @@ class StreamPosition:
                         f"stream(s) each; its {total(plan.intervals)} remaining samples are re-split over "
                         f"{self.ranks} x {self.workers}: none repeated, none dropped")
         self.plan, self.step, self.emitted = plan, start_step, emitted
+        self._before = None
         return note
 
     def _check_batch(self, old: EpochPlan) -> None:
@@ -77,19 +79,29 @@ class StreamPosition:
 
     def record(self, worker: int, emitted: int, corrupt: int, padded: int) -> None:
         """After the loader yielded a batch of slot `worker`."""
+        self._before = self._snapshot()
         self.emitted[worker] = emitted
         self.step += 1
         self.corrupt += corrupt
         self.padded += padded
 
-    def state_dict(self) -> dict[str, Any]:
+    def _snapshot(self) -> dict[str, Any]:
         return {"kind": "stream", "epoch": self.plan.epoch, "step": self.step, "rank": self.rank,
                 "plan": self.plan.state_dict(), "emitted": dict(self.emitted),
                 "corrupt": self.corrupt, "padded": self.padded}
 
+    def state_dict(self, epoch: int, step: int) -> dict[str, Any]:
+        """The position when the training loop is at (epoch, step). The loop may hold one batch it
+        did not train (a stop came), so that may be the position before the latest batch. Any
+        other (epoch, step) gets no slot positions: a resume there derives them (`begin`)."""
+        for state in (self._snapshot(), self._before):
+            if state and (state["epoch"], state["step"]) == (epoch, step):
+                return state
+        return {"kind": "stream", "epoch": epoch, "step": step, "rank": self.rank}
+
     def load_state_dict(self, states: list[dict[str, Any]]) -> None:
         """Every saved rank's state (the checkpoint's list); used by the next `begin` that matches."""
-        states = [s for s in states if s and s.get("kind") == "stream"]
+        states = [s for s in states if s and s.get("kind") == "stream" and "plan" in s]
         self._saved = sorted(states, key=lambda s: s["rank"]) or None
         if self._saved:
             self.corrupt = sum(s["corrupt"] for s in self._saved if s["rank"] == self.rank)

@@ -1,0 +1,99 @@
+"""Streaming webdataset: one epoch's samples, and exact mid-epoch resume on the same or another layout.
+
+Sample keys come from the loader's test hook (FASTSSL_RECORD_KEYS). 5 uneven shards of 70
+samples, global batch 8: an epoch of 8 steps, 64 samples (the permuted order's last 6 dropped).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastssl.data import build_pretrain_loader
+
+from tests.data.stream.conftest import ranks, stream_cfg
+
+
+def keys_by_step(folder, n_ranks: int, below: int = 1 << 30) -> dict[tuple[int, int], list[str]]:
+    """(step, rank) -> keys of the steps before `below` (the trained ones), from every rank's hook
+    file; a step recorded twice fails."""
+    out = {}
+    for r in range(n_ranks):
+        path = folder / f"keys-rank{r}.jsonl"
+        for line in path.read_text().splitlines() if path.exists() else []:
+            rec = json.loads(line)
+            if rec["step"] >= below:
+                continue
+            assert (rec["step"], rec["rank"]) not in out, "a step was fed twice"
+            out[rec["step"], rec["rank"]] = rec["keys"]
+    return out
+
+
+def run(cfg, n_ranks: int, start: int = 0, stop: int | None = None, states=None):
+    """Train epoch 0 on every rank from `start` to `stop`; returns every rank's state at `stop`.
+
+    A stopped loop holds one batch it did not train (as the trainer does when a signal comes), so
+    the state at `stop` is the position before the latest batch the loader handed out."""
+    loaders = [build_pretrain_loader(cfg, w) for w in ranks(n_ranks)]
+    for loader in loaders:
+        if states is not None:
+            loader.load_state_dict(states)
+        loader.set_epoch(0, start)
+        for step, _ in enumerate(loader, start=start):
+            if stop is not None and step >= stop:
+                break
+        loader.close()
+    return [loader.state_dict(0, stop or len(loader)) for loader in loaders]
+
+
+@pytest.fixture
+def record(tmp_path, monkeypatch):
+    def at(name):
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.setenv("FASTSSL_RECORD_KEYS", str(folder))
+        return folder
+
+    return at
+
+
+def test_an_epoch_reads_each_sample_once_on_every_rank_and_worker(shards_dir, record):
+    cfg = stream_cfg(shards_dir, workers=2)
+    folder = record("full")
+    run(cfg, 2)
+    seen = keys_by_step(folder, 2)
+    assert sorted(seen) == [(s, r) for s in range(8) for r in range(2)]  # every rank: 8 steps
+    keys = [k for ks in seen.values() for k in ks]
+    assert len(keys) == 64 and len(set(keys)) == 64
+
+
+def test_resume_same_layout_continues_with_the_same_batches(shards_dir, record):
+    cfg = stream_cfg(shards_dir, workers=2)
+    folder = record("whole")
+    run(cfg, 2)
+    whole = keys_by_step(folder, 2)
+    first = record("first")
+    states = run(cfg, 2, stop=3)
+    assert [s["step"] for s in states] == [3, 3]
+    second = record("second")
+    run(cfg, 2, start=3, states=states)
+    resumed = {**keys_by_step(first, 2, below=3), **keys_by_step(second, 2)}
+    assert resumed == whole
+
+
+@pytest.mark.parametrize("before,after", [(1, 2), (2, 1)])
+def test_resume_on_another_world_size_finishes_the_epoch_exactly(shards_dir, record, capsys, before, after):
+    cfg_before = stream_cfg(shards_dir, workers=2)
+    whole = record("whole")
+    run(cfg_before, 1)
+    epoch_keys = {k for ks in keys_by_step(whole, 1).values() for k in ks}
+    first = record("first")
+    states = run(cfg_before, before, stop=3)
+    second = record("second")
+    run(stream_cfg(shards_dir, workers=1 if after == 2 else 2), after, start=3, states=states)
+    seen = [k for ks in keys_by_step(first, before, below=3).values() for k in ks]
+    seen += [k for ks in keys_by_step(second, after).values() for k in ks]
+    assert len(seen) == len(set(seen)) == 64, "a sample was repeated or dropped"
+    assert set(seen) == epoch_keys
+    assert "none repeated, none dropped" in capsys.readouterr().out
