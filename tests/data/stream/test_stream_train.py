@@ -22,7 +22,7 @@ def _train(out, nproc, shards, keys, monkeypatch, *extra):
 
     keys.mkdir(exist_ok=True)
     monkeypatch.setenv("FASTSSL_RECORD_KEYS", str(keys))
-    return train_cli(out, nproc, f"--data.path={shards}", "--data.backend=torch", "--data.limit=0",
+    return train_cli(out, nproc, f"--data.path={shards}", "--data.dataset=auto", "--data.backend=torch", "--data.limit=0",
                      "--data.num_workers=2", "--data.shuffle_buffer=6", "--train.batch_size=8",
                      "--train.epochs=1", "--train.ckpt_every_steps=3", "--train.keep_last=5",
                      "--optim.name=sgd", *extra)
@@ -40,7 +40,7 @@ def _keys(folder, nproc) -> dict[tuple[int, int], list[str]]:
 def _stopped_at_3(run, copy):
     shutil.copytree(run, copy)
     for ckpt in (copy / "checkpoints").iterdir():
-        if ckpt.name != "step_3":
+        if ckpt.name != "step_00000003":
             shutil.rmtree(ckpt)
 
 
