@@ -137,6 +137,7 @@ class DaliLoader(IndexedPosition):
         self._it = None
         self._it_pos: tuple[int, int] | None = None  # (epoch, step) the live iterator yields next
         self._feeder: dp.ExternalFeeder | None = None
+        self._stream: dali_stream.StreamFeeder | None = None  # webdataset's feeder
         self._fed: np.ndarray | None = None  # files mode: index order of the live pipeline
         self._fed_from = 0
         self.pos: StreamPosition | None = None  # webdataset: the streams' position
@@ -219,8 +220,8 @@ class DaliLoader(IndexedPosition):
             self._fed_from = step
             read = dp.files_reader([self.paths[i] for i in self._fed], self.labels[self._fed])
         else:
-            self._feeder = dali_stream.StreamFeeder(self.shards, self.pos)
-            read = dp.external_reader(self._feeder)
+            self._stream = dali_stream.StreamFeeder(self.shards, self.pos)
+            read = dp.external_reader(self._stream)
         self._pipe = dp.build_pipeline(
             read, self.spec, self.cfg.data.dtype, batch=self.batch_size, device_id=self.device_id, seed=seed,
             num_threads=self.cfg.data.num_workers, prefetch=self.prefetch,
@@ -234,7 +235,7 @@ class DaliLoader(IndexedPosition):
         return self._it
 
     def _record_stream(self) -> None:
-        slot, b = self._feeder.pop_report()
+        slot, b = self._stream.pop_report()
         write_keys(self._record, self.pos, b.keys)
         self.pos.record(slot, b.emitted, len(b.corrupt), b.padded)
         for name in b.corrupt:
@@ -247,7 +248,7 @@ class DaliLoader(IndexedPosition):
             self._feeder.newly_skipped.clear()
 
     def _close(self) -> None:
-        self._it = self._pipe = self._feeder = None
+        self._it = self._pipe = self._feeder = self._stream = None
         self._it_pos = None
 
     def close(self) -> None:

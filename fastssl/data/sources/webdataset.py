@@ -42,10 +42,14 @@ def shard_sample_count(tar: str) -> int:
         with open(idx) as f:
             return int(f.readline().split()[1])
     keys = set()
-    with tarfile.open(tar) as tf:
-        for m in tf:
-            if m.isfile():
-                keys.add(_split_key(m.name)[0])
+    try:
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                if m.isfile():
+                    keys.add(_split_key(m.name)[0])
+    except (tarfile.TarError, OSError) as e:
+        raise FastSSLError(f"cannot read tar shard {tar} ({type(e).__name__}: {e}); re-create it or move it "
+                           "out of --data.path") from None
     return len(keys)
 
 

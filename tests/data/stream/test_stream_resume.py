@@ -11,6 +11,7 @@ import json
 import pytest
 
 from fastssl.data import build_pretrain_loader
+from fastssl.data.backends.dali_loader import dali_available
 
 from tests.data.stream.conftest import ranks, stream_cfg
 
@@ -68,8 +69,12 @@ def test_an_epoch_reads_each_sample_once_on_every_rank_and_worker(shards_dir, re
     assert len(keys) == 64 and len(set(keys)) == 64
 
 
-def test_resume_same_layout_continues_with_the_same_batches(shards_dir, record):
-    cfg = stream_cfg(shards_dir, workers=2)
+BACKENDS = ["torch", pytest.param("dali-cpu", marks=pytest.mark.skipif(not dali_available(), reason="no DALI"))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_resume_same_layout_continues_with_the_same_batches(shards_dir, record, backend):
+    cfg = stream_cfg(shards_dir, workers=2, backend=backend)
     folder = record("whole")
     run(cfg, 2)
     whole = keys_by_step(folder, 2)
@@ -82,18 +87,29 @@ def test_resume_same_layout_continues_with_the_same_batches(shards_dir, record):
     assert resumed == whole
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("before,after", [(1, 2), (2, 1)])
-def test_resume_on_another_world_size_finishes_the_epoch_exactly(shards_dir, record, capsys, before, after):
-    cfg_before = stream_cfg(shards_dir, workers=2)
+def test_resume_on_another_world_size_finishes_the_epoch_exactly(shards_dir, record, capsys, before, after, backend):
+    cfg_before = stream_cfg(shards_dir, workers=2, backend=backend)
     whole = record("whole")
     run(cfg_before, 1)
     epoch_keys = {k for ks in keys_by_step(whole, 1).values() for k in ks}
     first = record("first")
     states = run(cfg_before, before, stop=3)
     second = record("second")
-    run(stream_cfg(shards_dir, workers=1 if after == 2 else 2), after, start=3, states=states)
+    run(stream_cfg(shards_dir, workers=1 if after == 2 else 2, backend=backend), after, start=3, states=states)
     seen = [k for ks in keys_by_step(first, before, below=3).values() for k in ks]
     seen += [k for ks in keys_by_step(second, after).values() for k in ks]
     assert len(seen) == len(set(seen)) == 64, "a sample was repeated or dropped"
     assert set(seen) == epoch_keys
     assert "none repeated, none dropped" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not dali_available(), reason="no DALI")
+def test_dali_reads_the_batches_torch_reads(shards_dir, record):
+    """fastssl drives DALI's order: the same plan, slots and shuffle as the torch backend."""
+    folders = {}
+    for backend in ("torch", "dali-cpu"):
+        folders[backend] = record(backend)
+        run(stream_cfg(shards_dir, workers=2, backend=backend), 2)
+    assert keys_by_step(folders["dali-cpu"], 2) == keys_by_step(folders["torch"], 2)
