@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except FastSSLError as e:
                 if len(backends) == 1 and len(datas) == 1:
                     raise
-                notes.append(f"{backend} on {fmt} skipped: {e}")
+                notes.append(f"{backend} skipped ({fmt}): {e}")
                 log(args, f"  {backend:<11} {fmt:<10} skipped: {e}")
                 continue
             gpu_on_cpu = r["backend"] == "gpu-tensor" and device.type != "cuda"

@@ -113,3 +113,24 @@ def test_dali_reads_the_batches_torch_reads(shards_dir, record):
         folders[backend] = record(backend)
         run(stream_cfg(shards_dir, workers=2, backend=backend), 2)
     assert keys_by_step(folders["dali-cpu"], 2) == keys_by_step(folders["torch"], 2)
+
+
+def test_resume_after_corrupt_samples_uses_the_saved_positions(tmp_path, record):
+    """Skipped samples move a slot's position past what its step count implies: only the saved
+    positions land the resumed run on the same batches."""
+    from tests.data.stream.conftest import write_tars
+
+    bad = {f"s{s}_{i:03d}": "noimage" for s in range(4) for i in (1, 3, 10)}
+    write_tars(tmp_path / "wds", [16, 16, 16, 16], bad=bad)
+    cfg = stream_cfg(tmp_path / "wds", workers=2)
+    folder = record("whole")
+    with pytest.warns(UserWarning, match="corrupt"):
+        run(cfg, 2)
+    first = record("first")
+    with pytest.warns(UserWarning, match="corrupt"):
+        states = run(cfg, 2, stop=3)
+    assert any(n % 4 for s in states for n in s["emitted"].values()), "no corrupt sample before step 3"
+    second = record("second")
+    with pytest.warns(UserWarning, match="corrupt"):
+        run(cfg, 2, start=3, states=states)
+    assert {**keys_by_step(first, 2, below=3), **keys_by_step(second, 2)} == keys_by_step(folder, 2)
