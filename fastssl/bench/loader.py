@@ -82,7 +82,11 @@ def bench_backend(cfg, device, steps: int, repeats: int, warmup: int) -> dict[st
     # The harness's own warm-up call is one window; `warmup` counts batches, taken here.
     for _ in range(warmup):
         last[:] = [next(it)[0]]
-    t = measure(window, warmup=0, repeats=repeats, sync=cuda_sync(device))
+    try:
+        t = measure(window, warmup=0, repeats=repeats, sync=cuda_sync(device))
+    finally:
+        it.close()
+        loader.close()  # its workers ignore SIGTERM: left running, they would outlive the command
     images = steps * loader.batch_size
     views = len(last[0])
     return {
