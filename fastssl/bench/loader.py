@@ -1,6 +1,6 @@
 """`fastssl bench loader`: images/s of data backends, as the training loop would see them.
 
-    fastssl bench loader --data PATH [--backend torch,dali-cpu,gpu-tensor] [--batch 64] [--steps 10]
+    fastssl bench loader --data PATH[,PATH...] [--backend torch,dali-cpu,gpu-tensor] [--batch 64] [--steps 10]
                          [--repeats 3] [--warmup 2] [--image-size 224] [--local-crops 0] [--workers N]
                          [--dtype fp32] [--limit N] [--device auto] [--json] [--csv PATH]
 
@@ -9,7 +9,9 @@ the default SimCLR/BYOL augmentation. After `--warmup` untimed batches, `--repea
 `--steps` batches are timed, cycling epochs as needed; on CUDA the clock stops after a device
 sync, so queued GPU work is counted. images/s is the median window's rate (p10/p90 beside it);
 "images" are source images, "views" every augmented view produced. Ratios are to the torch
-DataLoader in the same run. One backend named alone must run (its error is the command's
+DataLoader on the same data in the same run; `--data` may list several paths (e.g. the same
+images as npz shards and as webdataset tars, which every backend streams), each row naming its
+`format`. One backend named alone must run (its error is the command's
 error); in a list, a backend that cannot run here (no DALI, no GPU) is skipped with a note.
 Peak memory is not measured: loader workers are separate processes.
 """
@@ -27,11 +29,11 @@ from fastssl.errors import FastSSLError
 from fastssl.registry import BENCHMARKS
 
 FIELDS = (
-    "backend", "image_size", "views", "batch", "steps", "repeats", "images_per_s", "images_per_s_p10",
+    "backend", "format", "image_size", "views", "batch", "steps", "repeats", "images_per_s", "images_per_s_p10",
     "images_per_s_p90", "views_per_s", "ratio_vs_torch", "setup_s", "workers", "data", "note", "load_1m",
     *Provenance.fields(),
 )  # fmt: skip
-COLUMNS = ("backend", "image_size", "batch", "images_per_s", "images_per_s_p10", "images_per_s_p90",
+COLUMNS = ("backend", "format", "image_size", "batch", "images_per_s", "images_per_s_p10", "images_per_s_p90",
            "views_per_s", "ratio_vs_torch", "setup_s", "note")
 
 
@@ -80,7 +82,11 @@ def bench_backend(cfg, device, steps: int, repeats: int, warmup: int) -> dict[st
     # The harness's own warm-up call is one window; `warmup` counts batches, taken here.
     for _ in range(warmup):
         last[:] = [next(it)[0]]
-    t = measure(window, warmup=0, repeats=repeats, sync=cuda_sync(device))
+    try:
+        t = measure(window, warmup=0, repeats=repeats, sync=cuda_sync(device))
+    finally:
+        it.close()
+        loader.close()  # its workers ignore SIGTERM: left running, they would outlive the command
     images = steps * loader.batch_size
     views = len(last[0])
     return {
@@ -97,33 +103,40 @@ def bench_backend(cfg, device, steps: int, repeats: int, warmup: int) -> dict[st
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from fastssl.data.sources.factory import parse_slice, resolve_dataset
+
     device = bench_device(args.device)
     prov = Provenance.collect(device)
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    datas = [d.strip() for d in args.data.split(",") if d.strip()]
     log(args, f"# bench loader: {prov.summary()}; {args.data}, batch {args.batch}, {args.steps} steps x {args.repeats}")
     rows, notes = [], []
-    for backend in backends:
-        cfg = bench_config(backend, args.data, dataset=args.dataset, batch=args.batch, image_size=args.image_size,
-                           local_crops=args.local_crops, local_size=args.local_size, workers=args.workers,
-                           dtype=args.dtype, limit=args.limit)
-        try:
-            r = bench_backend(cfg, device, args.steps, args.repeats, args.warmup)
-        except FastSSLError as e:
-            if len(backends) == 1:
-                raise
-            notes.append(f"{backend} skipped: {e}")
-            log(args, f"  {backend:<11} skipped: {e}")
-            continue
-        note = "on CPU: a functional check, not its use case" if r["backend"] == "gpu-tensor" and device.type != "cuda" else ""
-        rows.append({**prov.as_row(), **r, "image_size": args.image_size, "steps": args.steps, "data": args.data,
-                     "workers": cfg.data.num_workers, "note": note, "load_1m": load_average()})
-        log(args, f"  {r['backend']:<11} {r['images_per_s']:9.1f} images/s {r['views_per_s']:9.1f} views/s")
-    base = next((r["images_per_s"] for r in rows if r["backend"] == "torch"), None)
+    for data in datas:
+        fmt = resolve_dataset(args.dataset, parse_slice(data)[0])
+        for backend in backends:
+            cfg = bench_config(backend, data, dataset=args.dataset, batch=args.batch, image_size=args.image_size,
+                               local_crops=args.local_crops, local_size=args.local_size, workers=args.workers,
+                               dtype=args.dtype, limit=args.limit)
+            try:
+                r = bench_backend(cfg, device, args.steps, args.repeats, args.warmup)
+            except FastSSLError as e:
+                if len(backends) == 1 and len(datas) == 1:
+                    raise
+                notes.append(f"{backend} skipped ({fmt}): {e}")
+                log(args, f"  {backend:<11} {fmt:<10} skipped: {e}")
+                continue
+            gpu_on_cpu = r["backend"] == "gpu-tensor" and device.type != "cuda"
+            note = "on CPU: a functional check, not its use case" if gpu_on_cpu else ""
+            rows.append({**prov.as_row(), **r, "format": fmt, "image_size": args.image_size, "steps": args.steps,
+                         "data": data, "workers": cfg.data.num_workers, "note": note, "load_1m": load_average()})
+            log(args, f"  {r['backend']:<11} {fmt:<10} {r['images_per_s']:9.1f} images/s {r['views_per_s']:9.1f} views/s")
     for r in rows:
+        base = next((b["images_per_s"] for b in rows if b["backend"] == "torch" and b["data"] == r["data"]), None)
         r["ratio_vs_torch"] = r["images_per_s"] / base if base else None
     return emit(
         "loader", args, rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, notes=notes,
-        plot_spec=dict(x="backend", y="images_per_s", group=["backend", "image_size"], kind="bar", title=f"loader images/s, {prov.device}"),
+        plot_spec=dict(x="backend", y="images_per_s", group=["backend", "format", "image_size"], kind="bar",
+                       title=f"loader images/s, {prov.device}"),
     )
 
 
@@ -132,7 +145,8 @@ def add_parser(sub: Any) -> None:
     b = sub.add_parser("loader", help="images/s of data backends", description=__doc__.split("\n\n")[0])
     b.add_argument("--backend", default="torch",
                    help="torch | dali | dali-cpu | gpu-tensor | auto, or a comma-separated list to compare")
-    b.add_argument("--data", required=True, help="dataset path (npz, image folder, list.txt, webdataset tars)")
+    b.add_argument("--data", required=True,
+                   help="dataset path (npz, image folder, list.txt, webdataset tars), or a comma-separated list")
     b.add_argument("--dataset", default="auto", help="format of --data (default: auto)")
     b.add_argument("--batch", type=int, default=64, help="batch size (one process)")
     b.add_argument("--steps", type=int, default=10, help="batches per timed window")

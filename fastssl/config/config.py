@@ -199,6 +199,7 @@ def validate(cfg: Config) -> Config:
         ("model.patch_size", cfg.model.patch_size >= 1, "must be >= 1"),
         ("model.drop_path", 0 <= cfg.model.drop_path < 1, "must be in [0, 1)"),
         ("eval.knn_k", cfg.eval.knn_k >= 1, "must be >= 1"),
+        ("data.shuffle_buffer", cfg.data.shuffle_buffer >= 1, "must be >= 1 (1 reads each stream in tar order)"),
         ("eval.knn_t", cfg.eval.knn_t > 0, "must be > 0"),
         ("eval.online_probe_lr", cfg.eval.online_probe_lr > 0, "must be > 0"),
         ("dist.zero_stage", cfg.dist.zero_stage in (1, 2, 3), "must be 1, 2 or 3 (DeepSpeed ZeRO stages)"),

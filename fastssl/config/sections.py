@@ -17,7 +17,7 @@ class DataConfig(Section):
 
     # "auto" guesses from `path` ("" = the built-in digits); or "digits" (built in, no download),
     # "npz" (JPEG shards), "folder" (ImageFolder), "cifar10" | "stl10" | "mnist" (torchvision),
-    # "filelist" (.txt of `path label` lines) | "webdataset" (tar shards; DALI backends only).
+    # "filelist" (.txt of `path label` lines) | "webdataset" (tar shards, streamed by every backend).
     dataset: str = "auto"
     # Training images: a folder (ImageFolder, .npz shards, .tar shards), a .npz / .txt / .tar file,
     # optionally sliced (`train-4.npz[5000:]`); "" = the built-in digits.
@@ -43,6 +43,12 @@ class DataConfig(Section):
     pin_memory: bool = True
     # Output dtype of GPU backends ("fp32" | "bf16" | "fp16").
     dtype: str = "fp32"
+    # Webdataset tars: samples each (rank, worker) stream holds to shuffle within (1 = tar order).
+    # 1000 as the webdataset README's `.shuffle(1000)`; DALI's reader fills 1024.
+    shuffle_buffer: int = 1000
+    # Where image folders' and file lists' cached indexes go; "" = beside the data
+    # (`<folder>/.fastssl-index/`), or ~/.cache/fastssl/index when that is not writable.
+    index_dir: str = ""
 
 
 @dataclass

@@ -24,9 +24,10 @@ from fastssl.data.backends.gpu_tensor import build_gpu_tensor_loader, fits_on_de
 from fastssl.data.backends.sharding import per_rank_batch_size
 from fastssl.data.backends.torch_augment import build_eval_transform
 from fastssl.data.backends.torch_loader import EvalImages, TorchPretrainLoader, UserErrorDataLoader
+from fastssl.data.backends.torch_stream import Shards, TorchStreamLoader
 from fastssl.data.sources.base import ImageSource
 from fastssl.data.sources.factory import digits_path_note, open_pretrain_source, parse_slice, resolve_dataset
-from fastssl.data.sources.webdataset import list_wds_tars
+from fastssl.data.sources.webdataset import list_wds_tars, shard_sample_count
 from fastssl.data.views import ViewSpec, check_spec, views_from_aug
 from fastssl.distributed import World
 from fastssl.errors import FastSSLError, did_you_mean
@@ -57,6 +58,15 @@ class PretrainLoader(Protocol):
         """Reshuffle for `epoch`; the next iteration starts at `start_step` (resume mid-epoch)."""
         ...
 
+    def state_dict(self, epoch: int, step: int) -> dict:
+        """This rank's position when the training loop is at step `step` of `epoch` (what a
+        checkpoint saves; the loop may hold one batch more than it trained)."""
+        ...
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        """Every saved rank's `state_dict`; the next `set_epoch` at that position continues from it."""
+        ...
+
     def close(self) -> None:
         """Stop worker processes and pipelines now (idempotent). Loader workers ignore stop signals
         (fastssl/stop_signals.py), so a run that ends by an exception must not leave them for the
@@ -64,23 +74,20 @@ class PretrainLoader(Protocol):
         ...
 
 
-def resolve_backend(
-    requested: str, device: torch.device, dataset_bytes: int = 0, needs_dali: bool = False
-) -> str:
+def resolve_backend(requested: str, device: torch.device, dataset_bytes: int = 0) -> str:
     """The concrete backend for `--data.backend` on `device`; "auto" picks the fastest available.
 
     auto: DALI on CUDA when installed (GPU decode); else the GPU tensor path on CUDA when the
     decoded dataset fits; else DALI's CPU operators when installed (measured 1.5-20x torchvision on
-    2 cores, see benchmarks/results); else torchvision. `needs_dali` (webdataset tars) limits the
-    choice to DALI. An explicit backend that cannot run here fails with the fix instead of
-    silently falling back.
+    2 cores, see benchmarks/results); else torchvision. An explicit backend that cannot run here
+    fails with the fix instead of silently falling back.
     """
     if requested not in BACKENDS:
         raise FastSSLError(
             f"unknown --data.backend={requested}.{did_you_mean(requested, BACKENDS)} Valid: {', '.join(BACKENDS)}"
         )
     if requested == "auto":
-        requested = _auto_backend(device, dataset_bytes, needs_dali)
+        requested = _auto_backend(device, dataset_bytes)
     if requested in dali_loader.DALI_BACKENDS:
         reason = dali_loader.dali_unavailable_reason(requested, device)
         if reason:
@@ -88,9 +95,9 @@ def resolve_backend(
     return requested
 
 
-def _auto_backend(device: torch.device, dataset_bytes: int, needs_dali: bool) -> str:
+def _auto_backend(device: torch.device, dataset_bytes: int) -> str:
     cuda = device.type == "cuda"
-    if needs_dali or dali_loader.dali_available():
+    if dali_loader.dali_available():
         return "dali" if cuda else "dali-cpu"
     if cuda and dataset_bytes and fits_on_device(dataset_bytes, device):
         return "gpu-tensor"
@@ -139,18 +146,21 @@ def build_pretrain_loader(
 
 
 def _webdataset_loader(cfg: Config, world: World, spec: ViewSpec) -> PretrainLoader:
-    """Webdataset tars have no ImageSource: only DALI's reader takes them."""
+    """Webdataset tars have no ImageSource: every backend streams them (fastssl/data/stream/)."""
     path = parse_slice(cfg.data.path)[0]
     tars = list_wds_tars(path)
     if not tars:
         raise FastSSLError(f"no .tar shards at '{path}'; point --data.path at a .tar file or a folder of them")
-    if cfg.data.backend not in ("auto", *dali_loader.DALI_BACKENDS):
-        raise FastSSLError(
-            f"{path} holds webdataset tars, which only --data.backend=dali or dali-cpu reads "
-            f"(not --data.backend={cfg.data.backend}); convert them with `fastssl data convert {path} OUT --to npz`"
-        )
-    backend = resolve_backend(cfg.data.backend, world.device, needs_dali=True)
-    return dali_loader.build_dali_webdataset_loader(cfg, world, backend, spec, tars)
+    if cfg.data.backend == "gpu-tensor":
+        raise FastSSLError(f"{path} holds webdataset tars, which --data.backend=gpu-tensor cannot hold decoded; "
+                           "use --data.backend=torch, dali or dali-cpu")
+    backend = resolve_backend(cfg.data.backend, world.device)
+    shards = Shards(tars, [shard_sample_count(t) for t in tars], cfg.data.limit)
+    if backend in dali_loader.DALI_BACKENDS:
+        return dali_loader.build_dali_webdataset_loader(cfg, world, backend, spec, shards)
+    batch_size = per_rank_batch_size(cfg.train.batch_size, world.dims.dp_size)
+    return TorchStreamLoader(shards, spec, batch_size, world, cfg.train.seed, cfg.data.num_workers,
+                             cfg.data.shuffle_buffer)
 
 
 def build_eval_loader(

@@ -3,7 +3,8 @@
 Checkpoints are written at `train.ckpt_every_steps`, at each epoch's end, at the run's end and at a
 stop (a signal: fastssl/stop_signals.py). Each is collective (every rank writes its shards) and
 atomic (fastssl/checkpoint/layout.py); the train state holds what a resume needs beyond the
-tensors: the step, epoch, bad-step count, the config, the strategy and the time-budget plan.
+tensors: the step, epoch, bad-step count, the config, the strategy, the time-budget plan and
+every rank's loader position (`loader`: one state per rank, see PretrainLoader.state_dict).
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from typing import Any, Callable
 
 from fastssl.checkpoint import save_checkpoint, step_of
 from fastssl.config import Config
-from fastssl.distributed import World
+from fastssl.distributed import World, is_dist
 from fastssl.errors import FastSSLError
 from fastssl.parallel.engines import Engine
 from fastssl.train.replicas import check_replicas
 
 
 class Checkpointer:
-    def __init__(self, cfg: Config, world: World, engine: Engine, plan: Any, last: Path | None,
+    def __init__(self, cfg: Config, world: World, engine: Engine, plan: Any, last: Path | None, loader: Any,
                  extra_state: Callable[[], dict[str, Any]] = dict):
-        self.cfg, self.world, self.engine, self.plan = cfg, world, engine, plan
+        self.cfg, self.world, self.engine, self.plan, self.loader = cfg, world, engine, plan, loader
         self.extra_state = extra_state  # more train-state entries: the online probe's (online_probe.py)
         self.out = Path(cfg.train.out)
         self.last = last  # the newest checkpoint of this run (the resumed one until a save)
@@ -41,12 +42,13 @@ class Checkpointer:
         t0 = time.perf_counter()
         check_replicas(self.engine)
         plan = self.plan.state_dict()
+        loader = _gather(self.loader.state_dict(epoch, step - epoch * len(self.loader)))
         try:
             self.last = save_checkpoint(self.out, step, self.engine.model_state(), self.engine.optimizer_state(), {
                 "config": self.cfg.to_dict(), "step": step, "epoch": epoch, "bad_steps": bad_steps,
                 "strategy": self.cfg.dist.strategy, "zero_stage": self.cfg.dist.zero_stage,
                 "world_size": self.world.world_size, "time_budget_plan": plan,
-                "planned_total_steps": plan.get("planned_total"), **self.extra_state(),
+                "planned_total_steps": plan.get("planned_total"), "loader": loader, **self.extra_state(),
             }, self.cfg.train.keep_last, dp_group=self.world.dims.dp_group)
         except FastSSLError as e:
             # The user's next question is what survived: the save removed its torn folder, nothing else.
@@ -59,3 +61,14 @@ class Checkpointer:
 
     def describe_last(self) -> str:
         return f"the last good checkpoint is {self.last}" if self.last else "no checkpoint was written yet"
+
+
+def _gather(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (collective); `[obj]` without a process group."""
+    if not is_dist():
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -45,7 +45,7 @@ class _EngineBackbone(torch.nn.Module):
 
 def open_labelled_sources(data_cfg: DataConfig) -> tuple[Any, Any]:
     """The kNN's bank (`--data.path`'s training split) and held-out queries, or a FastSSLError
-    saying why this run's data cannot give them: tars only DALI's training reader takes, or images
+    saying why this run's data cannot give them: tars only the training loader streams, or images
     without labels (a flat folder, unlabelled tars)."""
     from fastssl.data import open_eval_sources
     from fastssl.data.sources.factory import resolve_dataset
@@ -55,7 +55,7 @@ def open_labelled_sources(data_cfg: DataConfig) -> tuple[Any, Any]:
     paths = (("--data.path", data_cfg.path, data_cfg.dataset), ("--data.test_path", data_cfg.test_path, test_dataset))
     for key, path, dataset in paths:
         if path and resolve_dataset(dataset, path, key) == "webdataset":
-            raise FastSSLError(f"{key}={path} holds webdataset tars, which only the training loader (DALI) reads")
+            raise FastSSLError(f"{key}={path} holds webdataset tars, which only the training loader streams")
     bank, queries = open_eval_sources(data_cfg)
     for (key, path, _), source in zip(paths, (bank, queries)):
         labels = np.asarray(source.labels)

@@ -20,8 +20,9 @@ Each component owns one concern, as in torchtitan's trainer:
   features of each step, outside the engine.
 
 `--resume` continues at the exact step, on any world size and strategy: the data order and
-augmentations are functions of (seed, epoch, index), the schedule is a function of the step, and
-RNG states are restored.
+augmentations are functions of (seed, epoch, index), the loader's position is restored (a stream's
+per-worker positions too: fastssl/data/stream/position.py), the schedule is a function of the step,
+and RNG states are restored.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ class Trainer:
         self.method.configure_schedule(self.steps_per_epoch, self.plan.total_steps)
         self.guard = BatchNormGuard(self.method)
         self.probe = OnlineProbe(cfg, world, self.engine, resumed)  # off unless --eval.online_probe
-        self.checkpointer = Checkpointer(cfg, world, self.engine, self.plan, resume_from, self.probe.train_state)
+        self.checkpointer = Checkpointer(cfg, world, self.engine, self.plan, resume_from, self.loader,
+                                         self.probe.train_state)
         self.resumed_at = self.step if cfg.train.resume else None
 
     def _restore(self, resumed: dict[str, Any], path) -> None:
@@ -137,6 +139,8 @@ class Trainer:
         r = self.world.dims.dp_rank
         set_rng_state(rngs[r] if r < len(rngs) else rngs[0])
         self.step, self.bad_steps = resumed["step"], resumed.get("bad_steps", 0)
+        # Checkpoints from before the loaders' positions were saved have none: the step implies it.
+        self.loader.load_state_dict(resumed.get("loader") or [])
         # The saved plan is kept (with its re-plans) and not revised: see time_budget.py.
         self.plan.load_state_dict(resumed.get("time_budget_plan") or {})
         if self.world.is_main:

@@ -81,7 +81,7 @@ def test_resolve_backend(id_shards, monkeypatch):
     with pytest.raises(FastSSLError, match=r"pip install fastssl\[dali\]"):
         resolve_backend("dali-cpu", cpu)
     with pytest.raises(FastSSLError, match=r"pip install fastssl\[dali\]"):
-        resolve_backend("auto", cpu, needs_dali=True)
+        resolve_backend("dali", cpu)
     monkeypatch.setattr(dl, "dali_available", lambda: True)
     assert resolve_backend("auto", cpu) == "dali-cpu"
     assert resolve_backend("dali-cpu", cpu) == "dali-cpu"
@@ -140,10 +140,13 @@ def test_digits_with_a_path_reads_the_path_and_says_so_on_rank_0(id_shards, caps
     assert capsys.readouterr().out == ""
 
 
-def test_webdataset_with_a_non_dali_backend_names_the_fix(tmp_path):
+def test_webdataset_errors_name_the_fix(tmp_path):
     (tmp_path / "shard-0.tar").write_bytes(b"")
     cfg = _id_cfg(tmp_path, dataset="auto", backend="torch")
-    with pytest.raises(FastSSLError, match="--data.backend=dali or dali-cpu .*fastssl data convert"):
+    with pytest.raises(FastSSLError, match="cannot read tar shard .*shard-0.tar.*re-create it"):
+        build_pretrain_loader(cfg, World())
+    cfg = _id_cfg(tmp_path, dataset="auto", backend="gpu-tensor")
+    with pytest.raises(FastSSLError, match="gpu-tensor cannot .*--data.backend=torch"):
         build_pretrain_loader(cfg, World())
 
 

@@ -1,5 +1,5 @@
 """fastssl.data's modules import in the direction the data flows:
-sources -> views -> backends -> factory -> tools (dtypes is a leaf anyone may use).
+sources -> views -> stream -> backends -> factory -> tools (dtypes is a leaf anyone may use).
 
 A lower layer never imports a higher one, lazily or not, and no module inside the package imports
 the package's own `__init__` (whose re-exports would make every module depend on every other).
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).resolve().parents[2] / "fastssl" / "data"
-LAYERS = ["dtypes", "sources", "views", "backends", "factory", "tools"]
+LAYERS = ["dtypes", "sources", "views", "stream", "backends", "factory", "tools"]
 
 
 def _layer(module: str) -> str:

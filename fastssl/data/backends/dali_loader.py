@@ -1,9 +1,8 @@
 """`data.backend=dali | dali-cpu`: a PretrainLoader over the DALI pipelines of dali_pipeline.py.
 
 Which reader runs:
-- webdataset tars (no ImageSource; `build_dali_webdataset_loader`): `fn.readers.webdataset`,
-  sharded by DALI (shard_id = (rank + epoch) % world, so ranks rotate through the shards),
-  shuffled with a 1024-sample buffer seeded per (seed, rank, epoch);
+- webdataset tars (no ImageSource; `build_dali_webdataset_loader`): `fn.external_source` fed by
+  fastssl's slot streams (dali_stream.py), in the torch backend's order, with its position;
 - sources whose images are files (image folders, file lists): `fn.readers.file` over this
   rank's `rank_plan` order;
 - everything else (npz shards, digits, torchvision sets): `fn.external_source` fed from
@@ -16,20 +15,24 @@ Position and resume. `set_epoch(e, start_step)` is exact for the feeder and file
 order is `rank_plan(seed, e)` and reading starts at start_step. The feeder pipeline lives across
 epochs (its prefetch runs into the next epoch); it is rebuilt only when set_epoch asks for a
 position other than the next one. File-reader pipelines are rebuilt each epoch (milliseconds on
-CPU; decoder setup on GPU). Webdataset resumes exactly too, but by decoding and discarding
-start_step batches. Augmentation randomness is re-seeded from (seed, rank, epoch, step) at every
+CPU; decoder setup on GPU). Webdataset tars are fed by fastssl's own streams
+(fastssl/data/backends/dali_stream.py), the same as the torch backend's, so they resume at the
+saved per-worker position. Augmentation randomness is re-seeded from (seed, rank, epoch, step) at every
 build, so a resumed run sees the same images in the same order with fresh augmentations.
 
 Corrupt images. The feeder checks each image's signature before DALI sees it. When DALI still
 fails to decode (e.g. a truncated JPEG), the batches in flight are decoded with Pillow to find
 the culprit: without `data.skip_corrupt` that raises FastSSLError naming the file, with it the
 file is replaced by the next good image of the plan (same step count on every rank) and the
-pipeline is rebuilt at the failed step. Webdataset tars cannot be re-planned, so a corrupt image
-there raises an error naming the tar files (`fastssl data convert --validate` drops bad images).
+pipeline is rebuilt at the failed step. In webdataset streams the feeder skips (and counts) members
+without an image or with a wrong signature; an image that passes that but fails in DALI's decoder
+(a truncated JPEG) raises an error naming the tars (`fastssl data convert --validate` drops them;
+the torch backend decodes with Pillow and skips them).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Iterator
 
@@ -38,11 +41,21 @@ import torch
 
 from fastssl.config import Config
 from fastssl.data.backends import dali_pipeline as dp
-from fastssl.data.backends.sharding import check_start_step, per_rank_batch_size, rank_plan, step_seed, steps_per_epoch
+from fastssl.data.backends import dali_stream
+from fastssl.data.backends.torch_stream import RECORD_KEYS, Shards, write_keys
+from fastssl.data.backends.sharding import (
+    check_start_step,
+    data_parallel_coords,
+    IndexedPosition,
+    per_rank_batch_size,
+    rank_plan,
+    step_seed,
+    steps_per_epoch,
+)
 from fastssl.data.dtypes import output_dtype
 from fastssl.data.sources.base import ImageSource, source_paths
 from fastssl.data.sources.decode import decodes
-from fastssl.data.sources.webdataset import count_wds_samples
+from fastssl.data.stream.position import StreamPosition
 from fastssl.data.views import ViewSpec, check_spec
 from fastssl.distributed import World
 from fastssl.errors import FastSSLError
@@ -89,7 +102,7 @@ def _substitute(plan: np.ndarray, skip: set[int]) -> np.ndarray:
     return out
 
 
-class DaliLoader:
+class DaliLoader(IndexedPosition):
     """PretrainLoader: yields `(views, labels)`; views `[B, 3, S, S]` in cfg.data.dtype on world.device."""
 
     def __init__(
@@ -104,7 +117,7 @@ class DaliLoader:
         labels: np.ndarray | None = None,
         paths: list[str] | None = None,
         source: ImageSource | None = None,
-        tars: list[str] | None = None,
+        shards: Shards | None = None,
     ):
         self.cfg, self.world, self.mode = cfg, world, mode
         self.backend, self.spec = backend, spec
@@ -112,7 +125,7 @@ class DaliLoader:
         self.batch_size = per_rank_batch_size(cfg.train.batch_size, world.dims.dp_size)
         self.num_images = num_images
         self.labels = labels
-        self.paths, self.source, self.tars = paths, source, tars
+        self.paths, self.source, self.shards = paths, source, shards
         cpu = backend == "dali-cpu"
         self.device_id = None if cpu else (world.device.index if world.device.index is not None else world.local_rank)
         self.out_dtype = output_dtype(cfg.data.dtype)
@@ -125,8 +138,15 @@ class DaliLoader:
         self._it = None
         self._it_pos: tuple[int, int] | None = None  # (epoch, step) the live iterator yields next
         self._feeder: dp.ExternalFeeder | None = None
+        self._stream: dali_stream.StreamFeeder | None = None  # webdataset's feeder
         self._fed: np.ndarray | None = None  # files mode: index order of the live pipeline
         self._fed_from = 0
+        self.pos: StreamPosition | None = None  # webdataset: the streams' position
+        if shards is not None:
+            rank, ranks = data_parallel_coords(world)
+            self.pos = StreamPosition(num_images, self.batch_size, rank, ranks, max(1, cfg.data.num_workers),
+                                      self.seed, cfg.data.shuffle_buffer)
+        self._record = os.environ.get(RECORD_KEYS, "")
         if len(self) == 0:
             raise FastSSLError(
                 f"{num_images} images make no full batch of {self.batch_size} per rank on "
@@ -141,6 +161,20 @@ class DaliLoader:
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         check_start_step(start_step, len(self))
         self._epoch, self._start = epoch, start_step
+        if self.pos is not None:
+            note = self.pos.begin(epoch, start_step)
+            self._close()  # the feeder holds the old plan
+            if note and self.pos.rank == 0:
+                print(note, flush=True)
+
+    def state_dict(self, epoch: int, step: int) -> dict:
+        return self.pos.state_dict(epoch, step) if self.pos is not None else super().state_dict(epoch, step)
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        if self.pos is not None:
+            self.pos.load_state_dict(states)
+        else:
+            super().load_state_dict(states)
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         epoch, step = self._epoch, self._start
@@ -155,6 +189,8 @@ class DaliLoader:
                 self._recover(exc, epoch, step)
                 continue
             step += 1
+            if self.pos is not None:
+                self._record_stream()
             nxt = (epoch, step) if step < steps else (epoch + 1, 0)
             self._epoch, self._start = nxt
             # Only the feeder carries on into the next epoch; reader pipelines hold one epoch's order.
@@ -173,7 +209,6 @@ class DaliLoader:
             return self._it
         self._close()
         seed = step_seed(self.seed, self.world.dims.dp_rank, epoch, step)
-        discard = 0
         if self.mode == "external":
             src = self.source
             self._feeder = dp.ExternalFeeder(
@@ -186,9 +221,8 @@ class DaliLoader:
             self._fed_from = step
             read = dp.files_reader([self.paths[i] for i in self._fed], self.labels[self._fed])
         else:
-            w = self.world.dims
-            read = dp.webdataset_reader(self.tars, (w.dp_rank + epoch) % w.dp_size, w.dp_size, seed)
-            discard = step
+            self._stream = dali_stream.StreamFeeder(self.shards, self.pos)
+            read = dp.external_reader(self._stream)
         self._pipe = dp.build_pipeline(
             read, self.spec, self.cfg.data.dtype, batch=self.batch_size, device_id=self.device_id, seed=seed,
             num_threads=self.cfg.data.num_workers, prefetch=self.prefetch,
@@ -198,10 +232,15 @@ class DaliLoader:
         names = [f"view{k}" for k in range(self.num_views)] + ["labels"]
         # size=-1: we count steps ourselves; prepare_first_batch=False keeps errors inside next().
         self._it = DALIGenericIterator(self._pipe, names, size=-1, auto_reset=False, prepare_first_batch=False)
-        for _ in range(discard):
-            next(self._it)
         self._it_pos = (epoch, step)
         return self._it
+
+    def _record_stream(self) -> None:
+        slot, b = self._stream.pop_report()
+        write_keys(self._record, self.pos, b.keys)
+        self.pos.record(slot, b.emitted, len(b.corrupt), b.padded)
+        for name in b.corrupt:
+            warnings.warn(f"skipping corrupt webdataset sample {name}", stacklevel=3)
 
     def _warn_skipped(self) -> None:
         if self._feeder is not None and self._feeder.newly_skipped:
@@ -210,7 +249,7 @@ class DaliLoader:
             self._feeder.newly_skipped.clear()
 
     def _close(self) -> None:
-        self._it = self._pipe = self._feeder = None
+        self._it = self._pipe = self._feeder = self._stream = None
         self._it_pos = None
 
     def close(self) -> None:
@@ -219,8 +258,7 @@ class DaliLoader:
     def _to_torch(self, out: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         dev = self.world.device
         views = [out[f"view{k}"].to(dev, non_blocking=True).to(self.out_dtype) for k in range(self.num_views)]
-        raw = out["labels"]
-        labels = dp.parse_wds_labels(raw) if self.mode == "webdataset" else raw.reshape(-1).to(torch.int64)
+        labels = out["labels"].reshape(-1).to(torch.int64)
         return views, labels.to(dev, non_blocking=True)
 
     # --- corrupt images ------------------------------------------------------------------------
@@ -234,7 +272,7 @@ class DaliLoader:
             raise feeder_error from None
         if self.mode == "webdataset":
             raise FastSSLError(
-                f"DALI failed to read/decode a sample of the webdataset tars {self.tars[0]}...: "
+                f"DALI failed to read/decode a sample of the webdataset tars {self.shards.tars[0]}...: "
                 f"{_first_line(exc)}; re-create them with `fastssl data convert --validate` "
                 "or use --data.backend=torch"
             ) from None
@@ -302,11 +340,8 @@ def build_dali_loader(cfg: Config, world: World, backend: str, spec: ViewSpec, s
     return DaliLoader(mode="external", num_images=len(source), labels=labels, source=source, **common)
 
 
-def build_dali_webdataset_loader(
-    cfg: Config, world: World, backend: str, spec: ViewSpec, tars: list[str]
-) -> DaliLoader:
+def build_dali_webdataset_loader(cfg: Config, world: World, backend: str, spec: ViewSpec, shards: Shards) -> DaliLoader:
     """The loader over webdataset tars (`--data.limit` caps the samples per epoch)."""
     _check(backend, world, spec, cfg.data.dtype)
-    n = count_wds_samples(tars)
-    n = min(n, cfg.data.limit) if cfg.data.limit > 0 else n
-    return DaliLoader(cfg=cfg, world=world, backend=backend, spec=spec, mode="webdataset", num_images=n, tars=tars)
+    return DaliLoader(cfg=cfg, world=world, backend=backend, spec=spec, mode="webdataset",
+                      num_images=shards.num_samples, shards=shards)

@@ -1,7 +1,7 @@
 """DALI pipeline definitions: what each rank reads, and the per-view augmentation graph.
 
-A pipeline reads encoded images (from a Python feeder over an `ImageSource`, from files with
-`fn.readers.file`, or from webdataset tars), decodes each image ONCE (`device="mixed"` on a GPU,
+A pipeline reads encoded images (from a Python feeder over an `ImageSource` or over webdataset
+streams, or from files with `fn.readers.file`), decodes each image ONCE (`device="mixed"` on a GPU,
 `"cpu"` for dali-cpu) and branches the decoded batch into every view of the ViewSpec. Each view
 draws its own per-sample randomness, with every probability and range read from its `View`:
 
@@ -15,15 +15,14 @@ torchvision that the statistics tests tolerate: jitter is applied in a fixed ord
 mid-grey rather than the image mean.
 
 Sharding: for the feeder and file readers the per-rank order is `rank_plan` (shared with every
-backend), so it is exact, reproducible from (seed, epoch) and resumable at any step. Webdataset
-tars are sharded by the reader itself (shard_id/num_shards) and shuffled with its buffer.
+backend), so it is exact, reproducible from (seed, epoch) and resumable at any step; webdataset
+streams follow fastssl/data/stream/.
 
 `nvidia.dali` is imported inside the graph builders only, so this module imports without DALI.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -32,8 +31,6 @@ from fastssl.data.sources.decode import image_ext
 from fastssl.data.views import View, ViewSpec, blur_kernel_size
 from fastssl.errors import FastSSLError
 
-# Webdataset label component: ASCII class index, padded to this many bytes for dense batching.
-WDS_LABEL_BYTES = 16
 # Solarize inverts pixels >= this uint8 value, as every backend.
 _SOLARIZE_THRESHOLD = 128
 _INTERP = {"bilinear": "INTERP_LINEAR", "bicubic": "INTERP_CUBIC"}
@@ -245,47 +242,3 @@ def files_reader(files: Sequence[str], labels: Sequence[int]) -> Callable[[], tu
         return encoded, lab
 
     return read
-
-
-def webdataset_reader(
-    tars: Sequence[str], shard_id: int, num_shards: int, seed: int
-) -> Callable[[], tuple[Any, Any]]:
-    """Webdataset tars: DALI shards by sample and shuffles with a 1024-sample buffer.
-
-    Labels come from the `.cls` component (ASCII integer); samples without one get an empty
-    component, padded here to WDS_LABEL_BYTES zero bytes and decoded as -1 by the loader.
-    """
-
-    def read():
-        import nvidia.dali.fn as fn
-
-        idx = [p[: -len(".tar")] + ".idx" for p in tars]
-        index_paths = idx if all(os.path.exists(p) for p in idx) else None
-        encoded, cls = fn.readers.webdataset(
-            paths=list(tars),
-            index_paths=index_paths,
-            ext=["jpg;jpeg;png;webp;bmp", "cls"],
-            missing_component_behavior="empty",
-            shard_id=shard_id,
-            num_shards=num_shards,
-            random_shuffle=True,
-            initial_fill=1024,
-            seed=seed,
-            name="Reader",
-        )
-        return encoded, fn.pad(cls, axes=[0], shape=[WDS_LABEL_BYTES], fill_value=0)
-
-    return read
-
-
-def parse_wds_labels(raw) -> "Any":
-    """[B, WDS_LABEL_BYTES] uint8 ASCII (zero padded) -> [B] int64, -1 where empty."""
-    import torch
-
-    raw = raw.to(torch.int64)
-    digit = (raw >= 48) & (raw <= 57)
-    value = torch.zeros(raw.shape[0], dtype=torch.int64, device=raw.device)
-    for j in range(raw.shape[1]):
-        d = digit[:, j]
-        value = torch.where(d, value * 10 + (raw[:, j] - 48), value)
-    return torch.where(digit.any(1), value, torch.full_like(value, -1))

@@ -23,7 +23,14 @@ import torch
 from PIL import Image
 
 from fastssl.config import Config
-from fastssl.data.backends.sharding import check_start_step, per_rank_batch_size, rank_plan, step_seed, steps_per_epoch
+from fastssl.data.backends.sharding import (
+    IndexedPosition,
+    check_start_step,
+    per_rank_batch_size,
+    rank_plan,
+    step_seed,
+    steps_per_epoch,
+)
 from fastssl.data.backends.tensor_augment import augment_views
 from fastssl.data.dtypes import output_dtype
 from fastssl.data.sources.base import ImageSource
@@ -90,7 +97,7 @@ def decode_all(source: ImageSource, image_size: int, num_threads: int) -> tuple[
 # --- loader ------------------------------------------------------------------------------------
 
 
-class GpuTensorLoader:
+class GpuTensorLoader(IndexedPosition):
     """PretrainLoader over a decoded uint8 dataset tensor on `world.device`."""
 
     backend = "gpu-tensor"

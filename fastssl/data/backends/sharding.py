@@ -15,9 +15,17 @@ Every backend uses these, so all of them feed the same images at the same step:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from fastssl.errors import FastSSLError
+
+
+def data_parallel_coords(world) -> tuple[int, int]:
+    """(rank, ranks) the data is split over: the mesh's data-parallel coordinates
+    (fastssl/parallel_dims.py). The one place loaders read them."""
+    return world.dims.dp_rank, world.dims.dp_size
 
 
 def per_rank_batch_size(global_batch: int, world_size: int) -> int:
@@ -53,6 +61,39 @@ def rank_plan(num_images: int, world_size: int, rank: int, batch: int, seed: int
     steps = num_images // g
     perm = epoch_permutation(num_images, seed, epoch)[: steps * g]
     return perm.reshape(steps, world_size, batch)[:, rank, :].reshape(-1).astype(np.int64)
+
+
+class IndexedPosition:
+    """`state_dict` / `load_state_dict` of loaders over an indexed source (every backend but streams).
+
+    Their order is a function of (seed, epoch) and the global batch alone (`rank_plan`), so the
+    training loop's (epoch, step) is the whole position, on any world size: a resume on another
+    world size reads the same global batches, split differently, none repeated or dropped.
+    Subclasses set `world` and `batch_size`.
+    """
+
+    world: Any
+    batch_size: int
+
+    def state_dict(self, epoch: int, step: int) -> dict:
+        rank, ranks = data_parallel_coords(self.world)
+        return {"kind": "indexed", "epoch": epoch, "step": step, "rank": rank, "ranks": ranks,
+                "global_batch": self.batch_size * ranks}
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        saved = next((s for s in states if s and s.get("kind") == "indexed"), None)
+        if saved is None:
+            return
+        rank, ranks = data_parallel_coords(self.world)
+        if saved["global_batch"] != self.batch_size * ranks:
+            raise FastSSLError(
+                f"the checkpoint was taken at a global batch of {saved['global_batch']}, this run's is "
+                f"{self.batch_size * ranks}; resume with --train.batch_size={saved['global_batch']}"
+            )
+        if saved["ranks"] != ranks and rank == 0 and saved["step"]:
+            print(f"fastssl: epoch {saved['epoch']} continues at step {saved['step']} on {ranks} rank(s) (saved on "
+                  f"{saved['ranks']}): its global batches do not depend on the world size, none repeated, none dropped",
+                  flush=True)
 
 
 def check_start_step(start_step: int, steps: int) -> None:

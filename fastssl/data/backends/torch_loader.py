@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from fastssl.data.backends.sharding import check_start_step, rank_plan, sample_seed, steps_per_epoch
+from fastssl.data.backends.sharding import IndexedPosition, check_start_step, rank_plan, sample_seed, steps_per_epoch
 from fastssl.data.backends.torch_augment import build_view_transforms
 from fastssl.data.sources.base import ImageSource
 from fastssl.data.views import ViewSpec
@@ -99,15 +99,20 @@ class AugmentedViews(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
         index, epoch = key
         image, label = self.source.sample(index)
-        # Workers own their RNG; in the main process the training loop's RNG must be left as found.
-        saved = torch.get_rng_state() if get_worker_info() is None else None
-        # The CPU generator only: torch.manual_seed also queues CUDA/XPU/MTIA seeding, each
-        # recording a stack trace (~2 ms per image) when those devices are not initialised.
-        torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
-        views = [t(image) for t in self.transforms]  # [3, H_v, W_v] each
-        if saved is not None:
-            torch.set_rng_state(saved)
-        return views, label
+        return seeded_views(self.transforms, image, sample_seed(self.seed, epoch, index)), label
+
+
+def seeded_views(transforms: list[Callable], image, seed: int) -> list[torch.Tensor]:
+    """Every view of `image`, its randomness drawn from `seed` alone: `[3, H_v, W_v]` each."""
+    # Workers own their RNG; in the main process the training loop's RNG must be left as found.
+    saved = torch.get_rng_state() if get_worker_info() is None else None
+    # The CPU generator only: torch.manual_seed also queues CUDA/XPU/MTIA seeding, each
+    # recording a stack trace (~2 ms per image) when those devices are not initialised.
+    torch.default_generator.manual_seed(seed)
+    views = [t(image) for t in transforms]
+    if saved is not None:
+        torch.set_rng_state(saved)
+    return views
 
 
 def collate_views(batch: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -116,7 +121,7 @@ def collate_views(batch: list[tuple[list[torch.Tensor], int]]) -> tuple[list[tor
     return views, labels
 
 
-class TorchPretrainLoader:
+class TorchPretrainLoader(IndexedPosition):
     """PretrainLoader: yields `(views, labels)`, views float32 `[B, 3, S_v, S_v]` on the CPU."""
 
     backend = "torch"
@@ -134,6 +139,7 @@ class TorchPretrainLoader:
         if num_workers < 0:
             raise FastSSLError(f"--data.num_workers={num_workers} must be >= 0")
         transforms = build_view_transforms(spec)
+        self.world = world
         self.source = source
         self.batch_size = batch_size
         self.num_images = len(source)

@@ -150,7 +150,9 @@ def open_source(
     else:
         if split not in SPLITS:
             raise FastSSLError(f"unknown split '{split}' for {dataset}; use one of {', '.join(SPLITS)}")
-        source = opener.obj(base) if reads_path else opener.obj()
+        # indexed: the source caches its listing (listing_index.py), where --data.index_dir says.
+        kwargs = {"index_dir": data_cfg.index_dir} if opener.meta.get("indexed") else {}
+        source = opener.obj(base, **kwargs) if reads_path else opener.obj()
         # The slice picks which stored images make up the dataset; the hold-out comes from those.
         if start is not None or stop is not None:
             source = source.subset(start, stop)

@@ -1,6 +1,7 @@
 """A file list: a `.txt` of `relative/path [label]` lines (DALI's `fn.readers.file` format).
 
 Paths are relative to the list's folder; a line without a trailing integer is unlabelled (-1).
+The parsed list is cached in an index (listing_index.py), valid while the list file is unchanged.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import numpy as np
 
 from fastssl.data.sources.files import FilesSource
+from fastssl.data.sources.listing_index import Listing, cached_listing, mtime_ns
 from fastssl.errors import FastSSLError
 from fastssl.registry import SOURCES
 
@@ -36,9 +38,17 @@ def read_file_list(path: str) -> tuple[list[str], np.ndarray]:
     return files, np.asarray(labels, dtype=np.int64)
 
 
-@SOURCES.register("filelist", single_split=True)
+def list_file_list(path: str) -> Listing:
+    files, labels = read_file_list(path)
+    num_classes = int(labels.max()) + 1 if labels.max() >= 0 else 0
+    # The list file is the one stamp (relative to its own path); the paths are kept as resolved.
+    return Listing(files, labels, num_classes, [""], [mtime_ns(path)])
+
+
+@SOURCES.register("filelist", single_split=True, indexed=True)
 class FileListSource(FilesSource):
-    def __init__(self, path: str):
-        files, labels = read_file_list(path)
-        num_classes = int(labels.max()) + 1 if labels.max() >= 0 else 0
-        super().__init__(files, labels, num_classes)
+    def __init__(self, path: str, index_dir: str = ""):
+        if not os.path.isfile(path):
+            raise FastSSLError(f"file list '{path}' does not exist; fix --data.path")
+        listing = cached_listing(path, list_file_list, index_dir)
+        super().__init__(listing.paths, listing.labels, listing.num_classes)

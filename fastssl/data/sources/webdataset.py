@@ -1,8 +1,8 @@
 """Webdataset tar shards: `<key>.<image ext>` + optional `<key>.cls` (ASCII label) per sample.
 
-Only DALI's `fn.readers.webdataset` trains from them (sharding and shuffling happen in the
-reader); here are the helpers that find the shards, count samples and iterate them in order
-(for `fastssl data convert`). A DALI index `<shard>.idx` beside a tar makes counting instant.
+Training streams them (fastssl/data/stream/, on every backend); here are the helpers that find
+the shards, count samples and iterate them in order (for `fastssl data convert`). A DALI index
+`<shard>.idx` beside a tar makes counting instant.
 """
 
 from __future__ import annotations
@@ -35,22 +35,27 @@ def _split_key(member: str) -> tuple[str, str]:
     return os.path.join(folder, key), ext.lower()
 
 
-def count_wds_samples(tars: list[str]) -> int:
-    """Samples in the tars: from the DALI .idx headers when present, else by scanning tar headers."""
-    total = 0
-    for t in tars:
-        idx = t[: -len(".tar")] + ".idx"
-        if os.path.exists(idx):
-            with open(idx) as f:
-                total += int(f.readline().split()[1])
-            continue
-        keys = set()
-        with tarfile.open(t) as tf:
+def shard_sample_count(tar: str) -> int:
+    """Samples in one tar: from its DALI `.idx` header when present, else by scanning tar headers."""
+    idx = tar[: -len(".tar")] + ".idx"
+    if os.path.exists(idx):
+        with open(idx) as f:
+            return int(f.readline().split()[1])
+    keys = set()
+    try:
+        with tarfile.open(tar) as tf:
             for m in tf:
                 if m.isfile():
                     keys.add(_split_key(m.name)[0])
-        total += len(keys)
-    return total
+    except (tarfile.TarError, OSError) as e:
+        raise FastSSLError(f"cannot read tar shard {tar} ({type(e).__name__}: {e}); re-create it or move it "
+                           "out of --data.path") from None
+    return len(keys)
+
+
+def count_wds_samples(tars: list[str]) -> int:
+    """Samples in the tars (`.idx` headers or tar headers)."""
+    return sum(shard_sample_count(t) for t in tars)
 
 
 def iter_wds(tars: list[str]) -> Iterator[tuple[str, bytes, int]]:
@@ -75,9 +80,9 @@ def iter_wds(tars: list[str]) -> Iterator[tuple[str, bytes, int]]:
 
 @SOURCES.register("webdataset", single_split=True)
 def open_webdataset(path: str) -> None:
-    """Registered so that `--data.dataset=webdataset` is a known name; the random-access backends
-    cannot read a stream, and the DALI backends never call this (fastssl.data.factory)."""
+    """Registered so that `--data.dataset=webdataset` is a known name; tars have no random access,
+    so training streams them (fastssl.data.factory) and this is reached only by what needs it."""
     raise FastSSLError(
-        f"'{path}' holds webdataset tars, which only --data.backend=dali or dali-cpu reads; use one of "
-        "those, or convert the tars with `fastssl data convert SRC OUT --to npz`"
+        f"'{path}' holds webdataset tars, which only training streams (no random access); convert "
+        "them with `fastssl data convert SRC OUT --to npz` to evaluate or cluster on them"
     )

@@ -229,9 +229,11 @@ def _chain(first: list, rest: Iterator) -> Iterator:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """`fastssl data convert ...` (registers the `data` command group)."""
-    p = subparsers.add_parser("data", help="dataset tools: convert between formats")
-    sub = p.add_subparsers(dest="data_cmd", metavar="{convert}", required=True)
+    """`fastssl data convert ...` (registers the `data` command group, and `data index`)."""
+    from fastssl.data.tools.index import add_index_parser
+
+    p = subparsers.add_parser("data", help="dataset tools: convert between formats, index listings")
+    sub = p.add_subparsers(dest="data_cmd", metavar="{convert,index}", required=True)
     c = sub.add_parser(
         "convert", help="convert npz shards / image folder / file list / webdataset tars",
         description=__doc__.split("\n\n")[0],
@@ -246,6 +248,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     c.add_argument("--limit", type=int, default=0, help="convert only the first N images")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.set_defaults(func=run_convert)
+    add_index_parser(sub)
     return p
 
 
