@@ -17,7 +17,9 @@ User errors print one line, `fastssl: error: ...`, and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 
 from pathlib import Path
@@ -86,9 +88,13 @@ def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
         cfg.train.resume = True
     if args.overwrite:
         cfg.train.overwrite = True
-    summary = train(cfg)
-    if args.json:
-        print(json.dumps(summary))
+    if args.json:  # stdout carries the JSON alone; what the run prints goes to stderr
+        stdout = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = train(cfg)
+        print(json.dumps(summary), file=stdout, flush=True)
+    else:
+        summary = train(cfg)
     return int(summary.get("exit_status", 0))
 
 
@@ -175,6 +181,13 @@ def _add_module_parsers(sub) -> None:
 _NO_OVERRIDES = ("eval", "export", "data", "bench", "selftrain", "report")
 
 
+def _error(message: str) -> None:
+    """The one error line; under torchrun only rank 0 prints it (every rank hits the same check, so
+    the others would repeat it), and every rank exits with the same status."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"fastssl: error: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -187,14 +200,14 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args) or 0)
         return int(args.func(args, rest) or 0)
     except FastSSLError as e:
-        print(f"fastssl: error: {e}", file=sys.stderr)
+        _error(str(e))
         return 2
     except (OSError, MemoryError, RuntimeError) as e:
         # A full disk, a read-only folder or too little memory is the machine's, not a bug: one line.
         mapped = environment_error(e, _OOM_FIXES.get(getattr(args, "command", ""), _OOM_FIX_OTHER))
         if mapped is None:
             raise
-        print(f"fastssl: error: {mapped}", file=sys.stderr)
+        _error(mapped)
         return 2
 
 

@@ -173,3 +173,21 @@ def test_a_failed_save_with_loader_workers_exits_instead_of_hanging(tmp_path):
     r = subprocess.run([sys.executable, "-c", _DISK_FULL_WITH_WORKERS, *args], capture_output=True, text=True,
                        timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 2 and "cannot write checkpoint step_00000002" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_json_prints_only_json_on_stdout(tmp_path, capsys):
+    from tests.train.conftest import tiny_overrides
+
+    assert main(["train", *tiny_overrides(tmp_path / "run"), "--train.max_steps=1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["step"] == 1  # the whole of stdout is one JSON object
+    assert "fastssl: recipe 'default'" in captured.err and "backend" in captured.err
+
+
+def test_only_rank_0_prints_an_error_and_every_rank_exits_2(monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    assert main(["config", "--data.limit=-3"]) == 2
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(["config", "--data.limit=-3"]) == 2
+    assert "--data.limit=-3 must be >= 0" in capsys.readouterr().err

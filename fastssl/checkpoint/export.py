@@ -91,7 +91,8 @@ def load_backbone(source: str | Path, weights: str = "online") -> tuple[torch.nn
     `weights="ema"` reads a checkpoint's EMA target; an export holds the weights it was made with.
     """
     path = Path(source)
-    is_export = path.is_file() or (path / "config.json").is_file()
+    # A run folder holds a config.json too (the run's), beside its checkpoints/.
+    is_export = path.is_file() or ((path / "config.json").is_file() and not (path / "checkpoints").is_dir())
     tensors, spec = _read_export(path) if is_export else _read_checkpoint(path, weights)
     return _build(spec, tensors, str(path)), spec
 

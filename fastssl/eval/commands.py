@@ -190,6 +190,14 @@ _HANDLERS = {"knn": _knn, "linear": _linear, "finetune": _finetune, "plot": _plo
 
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of every `fastssl eval` subcommand. FastSSLError propagates to the CLI's one-liner."""
+    summary, line = evaluate_args(args)
+    print(json.dumps(summary) if args.json else line, flush=True)
+    return 0
+
+
+def evaluate_args(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """(summary, the sentence the CLI prints) of `fastssl eval` with these arguments; `fastssl.evaluate`
+    calls it too."""
     from fastssl.eval.features import load_eval_model, resolve_device
 
     start = time.perf_counter()
@@ -222,5 +230,4 @@ def run_eval(args: argparse.Namespace) -> int:
         "device": str(device),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    print(json.dumps(summary) if args.json else line, flush=True)
-    return 0
+    return summary, line

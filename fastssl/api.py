@@ -1,0 +1,110 @@
+"""The Python API: what a notebook or a script calls instead of the command line.
+
+    import fastssl
+
+    cfg = fastssl.load_config("vicreg-cpu", {"train.epochs": 2, "train.out": "runs/nb"})
+    cfg.train.batch_size = 64                 # type-checked as --train.batch_size=64 would be
+    result = fastssl.train(cfg)               # RunResult: out, checkpoint, summary, metrics
+    top1 = fastssl.evaluate(result.out, "knn")["top1"]
+    backbone, spec = fastssl.load_backbone(result.out)   # an nn.Module, and how timm rebuilds it
+
+Each is the command's own code path, so a config, a run and a figure are the same whichever way
+they were made. Nothing here exits the interpreter: every user error is a `FastSSLError` (the
+line the CLI would print), and a run stopped by a signal returns with `result.stopped` set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from fastssl.config import Config, set_value, validate
+from fastssl.config.files import read_config_file
+from fastssl.errors import FastSSLError, did_you_mean
+
+
+def load_config(recipe: str | None = None, overrides: Mapping[str, Any] | str | Path | None = None) -> Config:
+    """A recipe (default: "default", or the one a config file names) with overrides on top.
+
+    `overrides` is a mapping of `"section.key": value` (or `{"section": {"key": value}}`), or the
+    path of a YAML / JSON config file (`fastssl config --save` writes one). Values are checked as
+    command-line flags are, and the result is validated.
+    """
+    from fastssl.recipes import get_recipe
+
+    if isinstance(overrides, (str, Path)):
+        file_recipe, keys = read_config_file(str(overrides))
+        cfg = get_recipe(recipe or file_recipe or "default")
+    else:
+        cfg, keys = get_recipe(recipe or "default"), _flat(overrides or {})
+    for key, value in sorted(keys.items(), key=lambda kv: kv[0] != "method.name"):
+        set_value(cfg, key, value)
+    return validate(cfg)
+
+
+def _flat(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+@dataclass
+class RunResult:
+    out: Path  # the run folder
+    checkpoint: Path | None  # the last checkpoint written
+    summary: dict[str, Any]  # the run's summary record (knn_top1, images_per_s, ...)
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # every record of metrics.jsonl (rank 0)
+    stopped: str | None = None  # the signal that stopped the run, if one did (resume it with --resume)
+
+
+def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> RunResult:
+    """Pretrain `cfg` in this process (world size 1; use torchrun and the CLI for more)."""
+    from fastssl.train.trainer import train as run
+
+    if not isinstance(cfg, Config):
+        raise FastSSLError(f"fastssl.train takes a Config (fastssl.load_config(...)), not {type(cfg).__name__}")
+    cfg.train.resume, cfg.train.overwrite = resume or cfg.train.resume, overwrite or cfg.train.overwrite
+    summary = run(cfg)
+    out = Path(cfg.train.out)
+    path = out / "metrics.jsonl"
+    metrics = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    ckpt = summary.get("checkpoint")
+    return RunResult(out, Path(ckpt) if ckpt and ckpt != "None" else None, summary, metrics, summary.get("stopped"))
+
+
+def load_backbone(source: str | Path, weights: str = "online") -> tuple[Any, dict[str, Any]]:
+    """(backbone in eval mode, its rebuild spec) from a run folder, checkpoint or `fastssl export`
+    output; `weights="ema"` takes a checkpoint's EMA target. `spec` names the timm architecture and
+    its arguments (fastssl/checkpoint/timm_spec.py)."""
+    from fastssl.checkpoint.export import load_backbone as load
+
+    return load(source, weights)
+
+
+def evaluate(source: str | Path | None, task: str = "knn", **options: Any) -> dict[str, Any]:
+    """`fastssl eval TASK --ckpt SOURCE ...` as a dict: task is knn | linear | finetune | plot, and
+    options are the command's flags in Python spelling (`data_train="x.npz"`, `k=20`,
+    `random_init=True`, `labels_per_class=5`)."""
+    from fastssl.cli import build_parser
+    from fastssl.eval.commands import evaluate_args
+
+    if task not in ("knn", "linear", "finetune", "plot"):
+        raise FastSSLError(f"unknown task '{task}'.{did_you_mean(task, ['knn', 'linear', 'finetune', 'plot'])} "
+                           f"Use knn, linear, finetune or plot")
+    argv = ["eval", task] + (["--ckpt", str(source)] if source is not None else ["--random-init"])
+    args = build_parser().parse_args(argv)
+    for name, value in options.items():
+        if not hasattr(args, name) or name in ("command", "func", "eval_task"):
+            known = [k for k in vars(args) if k not in ("command", "func", "eval_task")]
+            raise FastSSLError(f"fastssl.evaluate has no option '{name}'.{did_you_mean(name, known)}")
+        setattr(args, name, value)
+    return evaluate_args(args)[0]
+
+
+__all__ = ["RunResult", "evaluate", "load_backbone", "load_config", "train"]
