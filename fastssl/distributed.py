@@ -17,6 +17,8 @@ import datetime
 import os
 from dataclasses import dataclass
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -191,6 +193,34 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if dims.dp_size == 1:
         return x
     return _AllGatherWithGrad.apply(x, dims)
+
+
+class _AllReduceSumWithGrad(torch.autograd.Function):
+    """Sum over the data-parallel ranks, differentiable: every rank's loss depends on every rank's
+    input, so the backward sums the incoming gradients over ranks too. Written here rather than
+    taken from `torch.distributed.nn.functional.all_reduce`, which torch deprecates (FutureWarning
+    on every call) in favour of a private API."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group: Any) -> torch.Tensor:
+        ctx.group = group
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
+def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """x summed over the data-parallel ranks, with gradients to every rank's x. Identity at dp size 1."""
+    dims = parallel_dims()
+    if dims.dp_size == 1:
+        return x
+    return _AllReduceSumWithGrad.apply(x, dims.dp_group)
 
 
 @torch.no_grad()

@@ -11,6 +11,8 @@ def _tiny(out) -> dict:
 
 
 def test_config_train_evaluate_and_load_backbone(tmp_path):
+    import fastssl.train.trainer  # noqa: F401  (the subpackage import must not hide fastssl.train)
+
     cfg = fastssl.load_config("default", {**_tiny(tmp_path / "run"), "train.max_steps": 2})
     cfg.train.knn_at_end = True
     result = fastssl.train(cfg)

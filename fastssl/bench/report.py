@@ -15,11 +15,21 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+# The committed results (benchmarks/results/) change only when asked (`--csv benchmarks/results/x.csv`,
+# or the scripts in benchmarks/ that regenerate the README's figures); a plain `fastssl bench` run,
+# from a checkout or not, writes under the current directory.
 RESULTS_DIR = os.path.join("benchmarks", "results")
+RUN_DIR = os.path.join("runs", "bench")
 
 
 def default_csv(name: str) -> str:
+    """The tracked results file (benchmarks/ scripts that regenerate committed figures)."""
     return os.path.join(RESULTS_DIR, f"{name}.csv")
+
+
+def run_csv(name: str) -> str:
+    """Where `fastssl bench NAME` appends rows unless --csv says otherwise."""
+    return os.path.join(RUN_DIR, f"{name}.csv")
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -174,8 +184,9 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def add_output_options(p: argparse.ArgumentParser, name: str) -> None:
-    p.add_argument("--csv", default=default_csv(name),
-                   help=f"append rows here (default: {default_csv(name)}; '' = none); the plot goes beside it")
+    p.add_argument("--csv", default=run_csv(name),
+                   help=f"append rows here (default: {run_csv(name)}; '' = none; the tracked results: "
+                        f"{default_csv(name)}); the plot goes beside it")
     p.add_argument("--plot", default=None, help="PNG path (default: the CSV path with .png; '' = none)")
     p.add_argument("--json", action="store_true", help="print one JSON object (provenance, rows, notes) on stdout")
 

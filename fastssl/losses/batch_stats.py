@@ -1,7 +1,7 @@
 """Batch statistics over the global batch, shared by the VICReg and Barlow Twins losses.
 
 Both losses need per-feature means and second moments of the whole (all-rank) batch. Each rank
-sums its rows and the sums are all-reduced with `torch.distributed.nn.functional.all_reduce`,
+sums its rows and the sums are all-reduced with `fastssl.distributed.all_reduce_sum_with_grad`,
 whose backward all-reduces the incoming gradients too. A loss built only from these global sums
 is then the same number on every rank, and every rank's input gradient is
 d(sum over ranks of the loss)/d(its rows) = world_size x d(global loss)/d(its rows); DDP's
@@ -14,18 +14,13 @@ At world size 1 (or without torch.distributed) the sums are used as they are, wi
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
-from torch.distributed.nn.functional import all_reduce
-
-from fastssl.distributed import dp_group, dp_size
+from fastssl.distributed import all_reduce_sum_with_grad, dp_size
 from fastssl.errors import FastSSLError
 
 
 def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
     """Sum of `x` over ranks, differentiable (backward sums the gradients over ranks too)."""
-    if dp_size() == 1:
-        return x
-    return all_reduce(x, op=dist.ReduceOp.SUM, group=dp_group())
+    return all_reduce_sum_with_grad(x)
 
 
 def off_diagonal(m: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 torch's `nn.SyncBatchNorm` only runs on GPUs, but SimCLR and BYOL assume statistics over the
 global batch, and our CPU/gloo tests check that 2 ranks equal 1 process on the same global batch.
 This version all-reduces per-channel sums and sums of squares through the differentiable
-`torch.distributed.nn.functional.all_reduce`, so gradients see the global statistics too.
+`fastssl.distributed.all_reduce_sum_with_grad`, so gradients see the global statistics too.
 On CUDA `convert_sync_batchnorm` uses torch's fused implementation instead.
 
 Under a bf16 mode that casts parameters but not buffers, `convert_mixed_batchnorm` turns every
@@ -13,11 +13,9 @@ other BatchNorm into fastssl.models.batchnorm.MixedBatchNorm.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn.functional import all_reduce
 
-from fastssl.distributed import dp_group, dp_size
+from fastssl.distributed import all_reduce_sum_with_grad, dp_size
 from fastssl.models.batchnorm import MixedBatchNorm, mixed_batch_norm
 
 
@@ -36,7 +34,7 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
         xf = x.float()
         count = torch.tensor([x.numel() / c], dtype=torch.float32, device=x.device)
         stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])  # [2C + 1]
-        stats = all_reduce(stats, op=dist.ReduceOp.SUM, group=dp_group())  # the whole data-parallel batch
+        stats = all_reduce_sum_with_grad(stats)  # the whole data-parallel batch
         n = stats[-1]
         mean = stats[:c] / n  # [C]
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)  # biased, as BN normalises with

@@ -120,8 +120,8 @@ class Trainer:
         self.engine.wrap(method, lambda m: build_optimizer(m, cfg.optim, self.peak_lr))
         self.method = self.engine.method
         if world.is_main:
-            print(f"fastssl: {self.engine.describe()} on {world.device}; data: {cfg.data.backend} -> "
-                  f"{self.loader.backend} backend, {self.steps_per_epoch} steps per epoch", flush=True)
+            print(f"fastssl: {self.engine.describe()} on {world.device}; data: the {self.loader.backend} backend "
+                  f"(--data.backend={cfg.data.backend}), {self.steps_per_epoch} steps per epoch", flush=True)
             if cfg.train.grad_accum_steps > 1:
                 print(f"fastssl: {cfg.train.grad_accum_steps} micro-batches of {micro_batch_size(cfg, world)} images "
                       f"per rank and step, GradCache {'on' if self.grad_cache else 'off'}", flush=True)

@@ -154,3 +154,11 @@ def test_bench_user_errors_exit_2(capsys):
     assert "even" in capsys.readouterr().err
     assert main(["bench", "backbone", "--models", "resnet19", "--csv", ""]) == 2
     assert "unknown backbone" in capsys.readouterr().err
+
+
+def test_default_rows_go_under_the_current_directory_not_the_tracked_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "loss", "--sizes", "64", "--dims", "8", "--providers", "torch", "--repeats", "1",
+                 "--verify-max-s", "0"]) == 0
+    assert (tmp_path / "runs" / "bench" / "loss.csv").exists()
+    assert not (tmp_path / "benchmarks").exists()

@@ -59,7 +59,7 @@ def test_train_reads_a_data_path_given_on_the_default_recipe(tmp_path, my_images
     rc = _train(tmp_path, f"--data.path={my_images}", "--train.knn_at_end=true", "--eval.knn_k=5")
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    notes = [ln for ln in captured.out.splitlines() if "reading --data.path" in ln]
+    notes = [ln for ln in captured.err.splitlines() if "reading --data.path" in ln]  # --json: notes on stderr
     assert len(notes) == 1 and "--data.dataset=folder" in notes[0] and str(my_images) in notes[0]
     summary = json.loads(captured.out.strip().splitlines()[-1])
     # 24 images, 10% held out: 22 train, one global batch of 16 per epoch.
@@ -83,10 +83,20 @@ def test_train_reads_a_data_path_given_on_the_default_recipe(tmp_path, my_images
 )
 def test_data_errors_name_the_key_to_change(tmp_path, capsys, override, key):
     assert _train(tmp_path, override) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fastssl: error:") and key in err[0], err
+    lines = capsys.readouterr().err.strip().splitlines()  # under --json the start lines go to stderr too
+    err = [line for line in lines if line.startswith("fastssl: error:")]
+    assert len(err) == 1 and err[0] == lines[-1] and key in err[0], lines
 
 
 def test_gpu_tensor_dtype_error_names_the_key(tmp_path, capsys):
     assert _train(tmp_path, "--data.backend=gpu-tensor", "--data.dtype=float16") == 2
     assert "--data.dtype" in capsys.readouterr().err
+
+
+def test_convert_from_the_built_in_digits_and_errors_name_src(tmp_path, capsys):
+    from fastssl.cli import main
+
+    assert main(["data", "convert", "digits", str(tmp_path / "d"), "--from", "digits", "--to", "npz"]) == 0
+    assert main(["data", "convert", str(tmp_path / "missing"), str(tmp_path / "e"), "--to", "npz"]) == 2
+    err = capsys.readouterr().err
+    assert "fix SRC" in err and "--data.path" not in err

@@ -55,7 +55,9 @@ def _records(src: str, fmt: str) -> tuple[int, Iterator[tuple[str, bytes, int]]]
                     yield p, f.read(), int(y)
 
         return len(files), gen()
-    source = open_source(src, fmt, "all")
+    # The built-in digits read no path: `convert digits OUT --from digits` (or SRC "") means them.
+    path = "" if fmt == "digits" and src in ("", "digits") else src
+    source = open_source(path, fmt, "all", key="SRC")
     return len(source), ((source.name(i), source.encoded(i), int(source.labels[i])) for i in range(len(source)))
 
 

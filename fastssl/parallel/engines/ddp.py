@@ -28,10 +28,10 @@ class DDPEngine(Engine):
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             device_ids = [self.world.device.index] if self.world.device.type == "cuda" else None
-            # Buffers are not broadcast: synchronised BatchNorm keeps them equal. Gradients live in
-            # DDP's buckets (no second copy).
-            self.model = DDP(method, device_ids=device_ids, broadcast_buffers=False, gradient_as_bucket_view=True,
-                             process_group=dims.dp_group)
+            # Buffers are not broadcast before each forward: synchronised BatchNorm keeps them equal.
+            # Gradients live in DDP's buckets (no second copy).
+            self.model = DDP(method, device_ids=device_ids, gradient_as_bucket_view=True, process_group=dims.dp_group,
+                             **_no_buffer_sync())
         self.check_fp32_state()
         self.optimizer = make_optimizer(method)
 
@@ -63,3 +63,16 @@ class DDPEngine(Engine):
 
     def replicated_state(self) -> dict[str, torch.Tensor]:
         return dict(self.method.state_dict())
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """torch >= 2.14 deprecates `broadcast_buffers` (a FutureWarning per rank) for
+    `forward_sync_buffers`, which still syncs once at init: harmless here, since every rank builds
+    the method from the same seed or checkpoint. torch 2.11 (the GPU image) has only the old name."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}

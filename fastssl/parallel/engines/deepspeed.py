@@ -54,6 +54,15 @@ from fastssl.registry import ENGINES
 
 
 def import_deepspeed():
+    import warnings
+
+    if not torch.cuda.is_available():
+        # Said explicitly, DeepSpeed skips its "Setting accelerator to CPU" warning on every rank.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    # DeepSpeed's own ZeRO code calls torch's deprecated all_gather_into_tensor on every step; the
+    # FutureWarning is DeepSpeed's to fix, not the user's, so it is filtered here, once.
+    warnings.filterwarnings("ignore", message=r"`torch.distributed.all_gather_into_tensor` is deprecated",
+                            category=FutureWarning)
     try:
         import deepspeed
     except ImportError:
