@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from fastssl.config import Config, set_value, validate
+from fastssl.config import Config, set_values, validate
 from fastssl.config.files import read_config_file
 from fastssl.errors import FastSSLError, did_you_mean
 from fastssl.train.run import RunResult, train
@@ -38,9 +38,7 @@ def load_config(recipe: str | None = None, overrides: Mapping[str, Any] | str | 
         cfg = get_recipe(recipe or file_recipe or "default")
     else:
         cfg, keys = get_recipe(recipe or "default"), _flat(overrides or {})
-    for key, value in sorted(keys.items(), key=lambda kv: kv[0] != "method.name"):
-        set_value(cfg, key, value)
-    return validate(cfg)
+    return validate(set_values(cfg, keys.items()))
 
 
 def _flat(overrides: Mapping[str, Any]) -> dict[str, Any]:

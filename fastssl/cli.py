@@ -24,7 +24,7 @@ import sys
 
 from pathlib import Path
 
-from fastssl.config import Config, apply_overrides, format_config, set_value, validate
+from fastssl.config import Config, apply_overrides, format_config, set_values, validate
 from fastssl.config.key_help import key_lines
 from fastssl.config.files import read_config_file, save_config
 from fastssl.errors import FastSSLError, environment_error
@@ -64,8 +64,7 @@ def resolve_config(recipe: str | None, overrides: list[str], config_file: str | 
 
     file_recipe, file_keys = read_config_file(config_file) if config_file else (None, {})
     cfg = base if base is not None else get_recipe(recipe or file_recipe or "default")
-    for key, value in sorted(file_keys.items(), key=lambda kv: kv[0] != "method.name"):
-        set_value(cfg, key, value)
+    set_values(cfg, file_keys.items())
     return apply_overrides(cfg, _split_overrides(overrides))
 
 

@@ -15,6 +15,7 @@ from fastssl.config.config import (
     flat_config,
     format_config,
     set_value,
+    set_values,
     validate,
 )
 from fastssl.config.methods import (
@@ -42,5 +43,5 @@ from fastssl.config.sections import (
 __all__ = [
     "AugConfig", "BYOLConfig", "Config", "DINOConfig", "DataConfig", "DistConfig", "EvalConfig", "LogConfig",
     "MAEConfig", "MethodConfig", "ModelConfig", "MoCoV2Config", "MoCoV3Config", "OptimConfig", "SimCLRConfig",
-    "RUN_RECORD_KEYS", "TrainConfig", "all_keys", "apply_overrides", "diff_configs", "flat_config", "format_config", "method_config_class", "method_configs", "set_value", "validate",
+    "RUN_RECORD_KEYS", "TrainConfig", "all_keys", "apply_overrides", "diff_configs", "flat_config", "format_config", "method_config_class", "method_configs", "set_value", "set_values", "validate",
 ]

@@ -15,7 +15,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from fastssl.config.durations import parse_duration, parse_every
 from fastssl.config.typed import coerce
@@ -71,9 +71,7 @@ class Config:
             if not isinstance(values, dict):
                 raise FastSSLError(f"config section '{section}' must be an object of keys, got {values!r}")
             items += [(f"{section}.{k}", v) for k, v in values.items()]
-        for key, value in sorted(items, key=lambda kv: kv[0] != "method.name"):
-            set_value(cfg, key, value)
-        return cfg
+        return set_values(cfg, items)
 
     def set_method(self, name: str) -> MethodConfig:
         """Switch the method section to `name`'s class (what `--method.name=` does)."""
@@ -134,6 +132,14 @@ def set_value(cfg: Config, key: str, value: Any) -> None:
     setattr(section, name, coerce(value, hints[name], key))
 
 
+def set_values(cfg: Config, items: "Iterable[tuple[str, Any]]") -> Config:
+    """`set_value` for each `("section.key", value)`, `method.name` first: it chooses the method
+    section's class, whose keys the others may set (flags, config files, the Python API)."""
+    for key, value in sorted(items, key=lambda kv: kv[0] != "method.name"):
+        set_value(cfg, key, value)
+    return cfg
+
+
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply `--section.key=value` (or `section.key=value`) strings; `method.name` goes first."""
     parsed = []
@@ -143,9 +149,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             raise FastSSLError(f"override {item!r} has no value; write --{s}=VALUE")
         key, value = s.split("=", 1)
         parsed.append((key.strip(), value))
-    for key, value in sorted(parsed, key=lambda kv: kv[0] != "method.name"):
-        set_value(cfg, key, value)
-    return cfg
+    return set_values(cfg, parsed)
 
 
 def validate(cfg: Config) -> Config:
