@@ -11,8 +11,9 @@ Backward is deterministic (no atomics): one pass over row blocks gives dQ, one p
 blocks gives dK. When the keys are the queries themselves (single-process NT-Xent) S is symmetric,
 so a single row pass yields the whole gradient and the key pass is skipped.
 
-This module is the kernel layer: it imports only torch and triton and raises ValueError on bad
-arguments. The public loss API, which normalises embeddings, gathers keys across ranks, picks an
+This module is the kernel layer: it imports only torch, triton and the kernel package's own
+`pairs` (which key is each query's positive and which is itself, shared with the torch paths)
+and raises ValueError on bad arguments. The public loss API, which normalises embeddings, gathers keys across ranks, picks an
 implementation and reports user mistakes as FastSSLError, is `fastssl.losses`.
 
 Limits:
@@ -33,17 +34,19 @@ import math
 import os
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from fastssl_kernels import configs
+from fastssl_kernels import configs, pairs
 
 MAX_D = configs.D_BUCKETS[-1]
 DTYPES = tuple(configs.DTYPE_NAMES)
 # Read at import, like triton.jit does: kernels defined now run interpreted if this is set.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-_LOG2E = math.log2(math.e)
+# One home for log2(e) and ln(2), read by the host (logit scale) and inside the kernels: Triton
+# lets jit functions use module-level tl.constexpr globals.
+_LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))
+_LN2: tl.constexpr = tl.constexpr(math.log(2.0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -51,9 +54,9 @@ _LOG2E = math.log2(math.e)
 # ----------------------------------------------------------------------------------------------
 
 
-def _acc_dtype(x: torch.Tensor) -> torch.dtype:
+def _acc(*xs: torch.Tensor | None) -> list[torch.Tensor | None]:
     # fp64 stays fp64 (tests), everything narrower computes in fp32.
-    return torch.promote_types(x.dtype, torch.float32)
+    return [None if x is None else x.to(torch.promote_types(x.dtype, torch.float32)) for x in xs]
 
 
 def nt_xent_reference(
@@ -69,18 +72,7 @@ def nt_xent_reference(
     z1, z2: [n, d] L2-normalised views. k1, k2: [N, d] the views gathered from all ranks (default
     z1, z2), in which this rank's rows start at `offset`.
     """
-    k1 = z1 if k1 is None else k1
-    k2 = z2 if k2 is None else k2
-    n, n_all = z1.shape[0], k1.shape[0]
-    acc = _acc_dtype(z1)
-    q = torch.cat([z1, z2]).to(acc)  # [2n, d]
-    keys = torch.cat([k1, k2]).to(acc)  # [2N, d]
-    logits = q @ keys.T / temperature  # [2n, 2N]
-    local = torch.arange(n, device=z1.device) + offset
-    self_idx = torch.cat([local, local + n_all])
-    pos_idx = torch.cat([local + n_all, local])
-    logits = logits.index_put((torch.arange(2 * n, device=z1.device), self_idx), torch.tensor(float("-inf"), dtype=acc))
-    return F.cross_entropy(logits, pos_idx)
+    return pairs.dense_loss(pairs.nt_xent_pairs(*_acc(z1, z2, k1, k2), offset), temperature)
 
 
 def info_nce_reference(
@@ -94,12 +86,7 @@ def info_nce_reference(
 
     q: [n, d] this rank's queries; k: [N, d] keys of all ranks; queue: [K, d] negatives, no grad.
     """
-    acc = _acc_dtype(q)
-    keys = k.to(acc)
-    if queue is not None:
-        keys = torch.cat([keys, queue.detach().to(acc)])  # [N + K, d]
-    logits = q.to(acc) @ keys.T / temperature  # [n, N + K]
-    return F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device) + offset)
+    return pairs.dense_loss(pairs.info_nce_pairs(*_acc(q, k, queue), offset), temperature)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,9 +173,8 @@ def _fwd_kernel(
         s = tl.where(cols[None, :] < NNEG, s, float("-inf"))
         m_i, l_i = _lse_update(m_i, l_i, s)
 
-    ln2 = 0.6931471805599453
-    tl.store(lse_ptr + rows, (m_i + tl.log2(l_i)) * ln2, mask=row_ok)
-    tl.store(posl_ptr + rows, pos_logit * ln2, mask=row_ok)
+    tl.store(lse_ptr + rows, (m_i + tl.log2(l_i)) * _LN2, mask=row_ok)
+    tl.store(posl_ptr + rows, pos_logit * _LN2, mask=row_ok)
 
 
 @triton.jit
@@ -228,7 +214,7 @@ def _bwd_rows_kernel(
     q = _load_rows(q_ptr, rows, M, dims, D, stride_qm, stride_qd)  # [BM, BD]
     pos = tl.load(pos_ptr + rows, mask=row_ok, other=-1)
     me = tl.load(self_ptr + rows, mask=row_ok, other=-1)
-    lse2 = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * 1.4426950408889634  # [BM] log2 units
+    lse2 = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * _LOG2E  # [BM] log2 units
 
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start in range(0, NK, BLOCK_N):
@@ -243,7 +229,7 @@ def _bwd_rows_kernel(
         if SYMMETRIC:
             # s_ij is also key-row j's logit against i, so the same tile gives dL_j/ds_ji, the
             # part of q_i's gradient that flows through q_i's role as a key.
-            lse2_c = tl.load(lse_ptr + cols, mask=col_ok, other=0.0) * 1.4426950408889634
+            lse2_c = tl.load(lse_ptr + cols, mask=col_ok, other=0.0) * _LOG2E
             pos_c = tl.load(pos_ptr + cols, mask=col_ok, other=-1)
             ds += tl.where(valid, tl.exp2(s - lse2_c[None, :]), 0.0)
             ds -= tl.where(pos_c[None, :] == rows[:, None], 1.0, 0.0)
@@ -298,7 +284,7 @@ def _bwd_cols_kernel(
         q = _load_rows(q_ptr, rows, M, dims, D, stride_qm, stride_qd)  # [BM, BD]
         pos = tl.load(pos_ptr + rows, mask=row_ok, other=-1)
         me = tl.load(self_ptr + rows, mask=row_ok, other=-1)
-        lse2 = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * 1.4426950408889634
+        lse2 = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * _LOG2E
         s_t = _dot(k, tl.trans(q), PRECISION, UPCAST) * qk_scale  # [BN, BM]: s_t[j, i] = s_ij
         valid = row_ok[None, :] & (cols[:, None] != me[None, :])
         ds_t = tl.where(valid, tl.exp2(s_t - lse2[None, :]), 0.0)
@@ -415,7 +401,7 @@ def contrastive_forward(
             q, keys, negs, pos_idx, self_idx, lse, pos_logit,
             m, keys.shape[0], negs.shape[0], d,
             q.stride(0), q.stride(1), keys.stride(0), keys.stride(1), negs.stride(0), negs.stride(1),
-            _LOG2E / temperature,
+            _LOG2E.value / temperature,
             **cfg,
         )  # fmt: skip
     return lse, pos_logit
@@ -442,7 +428,7 @@ def contrastive_backward(
     nk = keys.shape[0]
     rows_cfg = _config("rows", q, block_m, block_n)
     grad_out = grad_out.reshape(()).to(torch.float32).contiguous()
-    qk_scale, grad_scale = _LOG2E / temperature, 1.0 / (m * temperature)
+    qk_scale, grad_scale = _LOG2E.value / temperature, 1.0 / (m * temperature)
 
     dq = torch.empty_like(q)
     with _on_device(q):
@@ -517,27 +503,8 @@ def nt_xent_triton(
     _check_tensors(z1, {"z2": z2, "k1": k1, "k2": k2}, temperature)
     if z1.shape != z2.shape:
         raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    if (k1 is None) != (k2 is None):
-        raise ValueError("pass both k1 and k2 (the gathered views) or neither")
-    n = z1.shape[0]
-    dev = z1.device
-    q = torch.cat([z1, z2])  # [2n, d]
-    local = torch.arange(n, device=dev, dtype=torch.int32)
-    if k1 is None:
-        if offset != 0:
-            raise ValueError(f"offset={offset} needs gathered keys k1, k2; pass them or use offset=0")
-        self_idx = torch.arange(2 * n, device=dev, dtype=torch.int32)
-        pos_idx = torch.cat([local + n, local])
-        return ContrastiveCrossEntropy.apply(q, None, None, pos_idx, self_idx, temperature, block_m, block_n)
-    if k1.shape != k2.shape:
-        raise ValueError(f"k1 and k2 must have the same shape, got {tuple(k1.shape)} and {tuple(k2.shape)}")
-    n_all = k1.shape[0]
-    if not 0 <= offset <= n_all - n:
-        raise ValueError(f"offset={offset} puts this rank's {n} rows outside the {n_all} gathered keys; use rank * n")
-    keys = torch.cat([k1, k2])  # [2N, d]
-    self_idx = torch.cat([local + offset, local + offset + n_all])
-    pos_idx = torch.cat([local + offset + n_all, local + offset])
-    return ContrastiveCrossEntropy.apply(q, keys, None, pos_idx, self_idx, temperature, block_m, block_n)
+    p = pairs.nt_xent_pairs(z1, z2, k1, k2, offset, index_dtype=torch.int32)
+    return ContrastiveCrossEntropy.apply(*p, temperature, block_m, block_n)
 
 
 def info_nce_triton(
@@ -553,15 +520,8 @@ def info_nce_triton(
     if queue is not None and queue.is_floating_point():
         queue = queue.detach().to(q.dtype)
     _check_tensors(q, {"k": k, "queue": queue}, temperature)
-    n, n_all = q.shape[0], k.shape[0]
-    if not 0 <= offset <= n_all - n:
-        raise ValueError(f"offset={offset} puts this rank's {n} queries outside the {n_all} keys; use rank * n")
-    dev = q.device
-    pos_idx = torch.arange(n, device=dev, dtype=torch.int32) + offset
-    self_idx = torch.full((n,), -1, device=dev, dtype=torch.int32)
-    if queue is not None and queue.shape[0] == 0:
-        queue = None
-    return ContrastiveCrossEntropy.apply(q, k, queue, pos_idx, self_idx, temperature, block_m, block_n)
+    p = pairs.info_nce_pairs(q, k, queue, offset, index_dtype=torch.int32)
+    return ContrastiveCrossEntropy.apply(*p, temperature, block_m, block_n)
 
 
 # No nn.Module here: the public, module-free loss API is `fastssl.losses.nt_xent` / `info_nce`.

@@ -21,9 +21,11 @@ are upcast per tile rather than computed in bf16.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
+from fastssl_kernels.pairs import info_nce_pairs, nt_xent_pairs
 
 from fastssl.errors import FastSSLError
 
@@ -200,6 +202,15 @@ def _default_block(block: int | None) -> int:
     return block or block_size()
 
 
+@contextlib.contextmanager
+def _user_error():
+    # The kernel layer's pair set-up raises ValueError; here they are the caller's arguments.
+    try:
+        yield
+    except ValueError as e:
+        raise FastSSLError(str(e)) from None
+
+
 def nt_xent_chunked(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -214,24 +225,10 @@ def nt_xent_chunked(
     k1, k2 [N, d]: the views gathered from all ranks, this rank's rows starting at `offset`
     (default: z1, z2 themselves, which takes the symmetric path).
     """
-    n = z1.shape[0]
-    dev = z1.device
-    q = torch.cat([z1, z2])  # [2n, d]
-    local = torch.arange(n, device=dev)
-    if k1 is None or k2 is None:
-        if k1 is not k2 or offset != 0:
-            raise FastSSLError("pass both gathered views k1 and k2 (with offset) or neither")
-        pos_idx = torch.cat([local + n, local])
-        self_idx = torch.arange(2 * n, device=dev)
-        block = _default_block(block)
-        return ChunkedContrastiveCrossEntropy.apply(q, None, None, pos_idx, self_idx, temperature, block)
-    n_all = k1.shape[0]
-    if not 0 <= offset <= n_all - n:
-        raise FastSSLError(f"offset={offset} puts this rank's {n} rows outside the {n_all} gathered keys; use rank * n")
-    keys = torch.cat([k1, k2])  # [2N, d]
-    self_idx = torch.cat([local + offset, local + offset + n_all])
-    pos_idx = torch.cat([local + offset + n_all, local + offset])
-    return ChunkedContrastiveCrossEntropy.apply(q, keys, None, pos_idx, self_idx, temperature, _default_block(block))
+    block = _default_block(block)
+    with _user_error():
+        p = nt_xent_pairs(z1, z2, k1, k2, offset)
+    return ChunkedContrastiveCrossEntropy.apply(*p, temperature, block)
 
 
 def info_nce_chunked(
@@ -244,13 +241,10 @@ def info_nce_chunked(
 ) -> torch.Tensor:
     """InfoNCE of L2-normalised queries q [n, d] against keys k [N, d] (row offset + i is q_i's
     positive) and optional extra negatives `queue` [K, d], which get no gradient."""
-    n, n_all = q.shape[0], k.shape[0]
-    if not 0 <= offset <= n_all - n:
-        raise FastSSLError(f"offset={offset} puts this rank's {n} queries outside the {n_all} keys; use rank * n")
-    negs = None if queue is None or queue.shape[0] == 0 else queue.detach()
-    pos_idx = torch.arange(n, device=q.device) + offset
-    self_idx = torch.full((n,), -1, device=q.device, dtype=torch.long)
-    return ChunkedContrastiveCrossEntropy.apply(q, k, negs, pos_idx, self_idx, temperature, _default_block(block))
+    block = _default_block(block)
+    with _user_error():
+        p = info_nce_pairs(q, k, queue, offset)
+    return ChunkedContrastiveCrossEntropy.apply(*p, temperature, block)
 
 
 __all__ = [

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from fastssl_kernels.pairs import dense_loss, info_nce_pairs, nt_xent_pairs
 
 from fastssl.distributed import all_gather_no_grad, all_gather_with_grad, dp_rank
 from fastssl.errors import FastSSLError
@@ -79,11 +80,6 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.to(torch.promote_types(x.dtype, torch.float32)), dim=1).to(x.dtype)
 
 
-def _widen(x: torch.Tensor) -> torch.Tensor:
-    # Cross-entropy in at least fp32; fp64 stays fp64 so gradcheck sees exact derivatives.
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
 def _kernel_dtype(x: torch.Tensor) -> torch.dtype:
     # Under autocast the torch path's matmul runs in the autocast dtype; the kernel matches it
     # even when the projector hands over fp32 (a final BatchNorm does).
@@ -101,19 +97,6 @@ def _kernels(x: torch.Tensor, dtype: torch.dtype):
     from fastssl_kernels import nt_xent as kernels
 
     return kernels
-
-
-def nt_xent_torch(
-    q: torch.Tensor, keys: torch.Tensor, pos_idx: torch.Tensor, self_idx: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Mean over rows of -log softmax(q @ keys.T / t)[pos], the self column excluded.
-
-    q [M, d] and keys [K, d] are already L2-normalised; pos_idx/self_idx [M] index into keys.
-    """
-    logits = _widen(q @ keys.T / temperature)  # [M, K]
-    rows = torch.arange(q.shape[0], device=q.device)
-    logits[rows, self_idx] = float("-inf")
-    return F.cross_entropy(logits, pos_idx)
 
 
 def nt_xent(
@@ -151,12 +134,7 @@ def nt_xent(
         if symmetric:
             return nt_xent_chunked(z1, z2, temperature)
         return nt_xent_chunked(z1, z2, temperature, k1, k2, offset)
-    q = torch.cat([z1, z2], 0)  # [2n, d]
-    keys = torch.cat([k1, k2], 0)  # [2N, d]
-    local = torch.arange(n, device=z1.device) + offset
-    self_idx = torch.cat([local, local + n_global])
-    pos_idx = torch.cat([local + n_global, local])
-    return nt_xent_torch(q, keys, pos_idx, self_idx, temperature)
+    return dense_loss(nt_xent_pairs(z1, z2, k1, k2, offset), temperature)
 
 
 def info_nce(
@@ -190,11 +168,7 @@ def info_nce(
         return _kernels(q, dt).info_nce_triton(q.to(dt), keys.to(dt), temperature, negs, offset)
     if impl == "chunked":
         return info_nce_chunked(q, keys, temperature, negs, offset)
-    if negs is not None:
-        keys = torch.cat([keys, negs.to(keys.dtype)], 0)  # [N_global + K, d]
-    logits = _widen(q @ keys.T / temperature)  # [n, N_global + K]
-    pos = torch.arange(n, device=q.device) + offset
-    return F.cross_entropy(logits, pos)
+    return dense_loss(info_nce_pairs(q, keys, negs, offset), temperature)
 
 
 __all__ = ["IMPLS", "TORCH_LOGITS_BUDGET_BYTES", "all_gather_no_grad", "info_nce", "nt_xent", "resolve_impl"]

@@ -94,7 +94,7 @@ def test_tile_ranges_cover_every_row_once():
 
 def test_rejects_bad_arguments():
     z = F.normalize(torch.randn(4, 8), dim=1)
-    with pytest.raises(FastSSLError, match="both gathered views"):
+    with pytest.raises(FastSSLError, match="both k1 and k2"):
         nt_xent_chunked(z, z, 0.1, k1=z)
     with pytest.raises(FastSSLError, match="offset=3"):
         nt_xent_chunked(z, z, 0.1, z, z, 3)

@@ -3,11 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from fastssl_kernels.pairs import Pairs, dense_loss
 from torch.utils.flop_counter import FlopCounterMode
 
 from fastssl.losses import contrastive_flops
 from fastssl.losses.chunked import info_nce_chunked, nt_xent_chunked
-from fastssl.losses.contrastive import nt_xent_torch
 
 
 def test_fused_single_process_nt_xent_is_three_matmul_passes():
@@ -67,5 +67,5 @@ def test_torch_count_matches_torch_flop_counter(backward):
     q, keys = _unit(m, d), _unit(nk, d)
     pos, me = torch.arange(m) + 3, torch.arange(m)
     leaves = (q, keys) if backward else ()
-    counted = _counted(lambda: nt_xent_torch(q, keys, pos, me, 0.1), *leaves)
+    counted = _counted(lambda: dense_loss(Pairs(q, keys, None, pos, me), 0.1), *leaves)
     assert counted == contrastive_flops("torch", m, nk, d, backward=backward)
