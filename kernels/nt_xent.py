@@ -11,9 +11,9 @@ Backward is deterministic (no atomics): one pass over row blocks gives dQ, one p
 blocks gives dK. When the keys are the queries themselves (single-process NT-Xent) S is symmetric,
 so a single row pass yields the whole gradient and the key pass is skipped.
 
-This module is the kernel layer: it imports only torch, triton and the kernel package's own
-`pairs` (which key is each query's positive and which is itself, shared with the torch paths)
-and raises ValueError on bad arguments. The public loss API, which normalises embeddings, gathers keys across ranks, picks an
+This module is the kernel layer: it imports only torch, triton and `pairs` (which key is each
+query's positive and which is itself, shared with the torch paths) and raises ValueError on bad
+arguments. The public loss API, which normalises embeddings, gathers keys across ranks, picks an
 implementation and reports user mistakes as FastSSLError, is `fastssl.losses`.
 
 Limits:
@@ -113,6 +113,38 @@ def _load_rows(ptr, idx, n_rows, dims, n_dims, stride_r, stride_d):
 
 
 @triton.jit
+def _store_rows(ptr, x, idx, n_rows, dims, n_dims, stride_r, stride_d):
+    # x [B, BLOCK_D] -> rows idx [B] of ptr, in ptr's dtype; rows and dims outside are skipped.
+    offs = idx[:, None].to(tl.int64) * stride_r + dims[None, :] * stride_d
+    tl.store(ptr + offs, x.to(ptr.dtype.element_ty), mask=(idx[:, None] < n_rows) & (dims[None, :] < n_dims))
+
+
+@triton.jit
+def _query_rows(q_ptr, pos_ptr, self_ptr, rows, M, dims, D, stride_qm, stride_qd):
+    # rows [BM] -> (q [BM, BD], key columns of each row's positive and of itself [BM], -1 past M)
+    row_ok = rows < M
+    q = _load_rows(q_ptr, rows, M, dims, D, stride_qm, stride_qd)
+    pos = tl.load(pos_ptr + rows, mask=row_ok, other=-1)
+    me = tl.load(self_ptr + rows, mask=row_ok, other=-1)
+    return q, pos, me
+
+
+@triton.jit
+def _load_lse2(lse_ptr, idx, ok):
+    # [B] rows' natural-log LSE from the forward, in the tiles' log2 units
+    return tl.load(lse_ptr + idx, mask=ok, other=0.0) * _LOG2E
+
+
+@triton.jit
+def _logits(
+    a, b_ptr, idx, n_rows, dims, D, stride_r, stride_d, qk_scale, PRECISION: tl.constexpr, UPCAST: tl.constexpr
+):
+    # a [A, BD] held block, rows idx [B] of b_ptr -> (b [B, BD], a b^T * qk_scale [A, B] log2 units)
+    b = _load_rows(b_ptr, idx, n_rows, dims, D, stride_r, stride_d)
+    return b, _dot(a, tl.trans(b), PRECISION, UPCAST) * qk_scale
+
+
+@triton.jit
 def _lse_update(m_i, l_i, s):
     # s [BM, BN] log2-unit logits, masked entries -inf; m_i, l_i [BM] running max and sum.
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -121,6 +153,25 @@ def _lse_update(m_i, l_i, s):
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
     l_i = l_i * tl.exp2(m_i - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), axis=1)
     return m_new, l_i
+
+
+@triton.jit
+def _lse_pass(
+    q, k_ptr, NK, stride_km, stride_kd, pos, me, m_i, l_i, pos_logit, dims, D, qk_scale,
+    BLOCK_N: tl.constexpr, PAIRED: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    # Online log-sum-exp of q [BM, BD] over keys 0..NK of k_ptr: (m_i, l_i, pos_logit) [BM] updated.
+    # PAIRED: these keys hold each row's positive (pos) and its own column (me, masked); a queue
+    # of extra negatives holds neither.
+    for start in range(0, NK, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)  # [BN]
+        _, s = _logits(q, k_ptr, cols, NK, dims, D, stride_km, stride_kd, qk_scale, PRECISION, UPCAST)  # [BM, BN]
+        valid = cols[None, :] < NK
+        if PAIRED:
+            pos_logit += tl.sum(tl.where(cols[None, :] == pos[:, None], s, 0.0), axis=1)
+            valid = valid & (cols[None, :] != me[:, None])
+        m_i, l_i = _lse_update(m_i, l_i, tl.where(valid, s, float("-inf")))
+    return m_i, l_i, pos_logit
 
 
 @triton.jit
@@ -151,30 +202,52 @@ def _fwd_kernel(
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BM]
     dims = tl.arange(0, BLOCK_D)
-    row_ok = rows < M
-    q = _load_rows(q_ptr, rows, M, dims, D, stride_qm, stride_qd)  # [BM, BD]
-    pos = tl.load(pos_ptr + rows, mask=row_ok, other=-1)
-    me = tl.load(self_ptr + rows, mask=row_ok, other=-1)
+    q, pos, me = _query_rows(q_ptr, pos_ptr, self_ptr, rows, M, dims, D, stride_qm, stride_qd)  # [BM, BD], [BM] x 2
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     pos_logit = tl.zeros([BLOCK_M], tl.float32)
+    m_i, l_i, pos_logit = _lse_pass(
+        q, k_ptr, NK, stride_km, stride_kd, pos, me, m_i, l_i, pos_logit, dims, D, qk_scale,
+        BLOCK_N, True, PRECISION, UPCAST,
+    )  # fmt: skip
+    m_i, l_i, pos_logit = _lse_pass(
+        q, neg_ptr, NNEG, stride_nm, stride_nd, pos, me, m_i, l_i, pos_logit, dims, D, qk_scale,
+        BLOCK_N, False, PRECISION, UPCAST,
+    )  # fmt: skip
+
+    tl.store(lse_ptr + rows, (m_i + tl.log2(l_i)) * _LN2, mask=rows < M)
+    tl.store(posl_ptr + rows, pos_logit * _LN2, mask=rows < M)
+
+
+@triton.jit
+def _grad_pass(
+    acc, q, k_ptr, NK, stride_km, stride_kd, rows, pos, me, lse2, pos_ptr, lse_ptr, dims, D, qk_scale,
+    BLOCK_N: tl.constexpr, PAIRED: tl.constexpr, SYMMETRIC: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    # acc [BM, BD] += sum_j dL/ds_ij k_j over keys 0..NK of k_ptr, for the rows of q [BM, BD].
+    # PAIRED as in _lse_pass; SYMMETRIC: the keys are the queries (see _bwd_rows_kernel).
     for start in range(0, NK, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)  # [BN]
-        k = _load_rows(k_ptr, cols, NK, dims, D, stride_km, stride_kd)  # [BN, BD]
-        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale  # [BM, BN]
-        pos_logit += tl.sum(tl.where(cols[None, :] == pos[:, None], s, 0.0), axis=1)
-        s = tl.where((cols[None, :] < NK) & (cols[None, :] != me[:, None]), s, float("-inf"))
-        m_i, l_i = _lse_update(m_i, l_i, s)
-    for start in range(0, NNEG, BLOCK_N):
-        cols = start + tl.arange(0, BLOCK_N)
-        k = _load_rows(neg_ptr, cols, NNEG, dims, D, stride_nm, stride_nd)  # [BN, BD]
-        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale  # [BM, BN]
-        s = tl.where(cols[None, :] < NNEG, s, float("-inf"))
-        m_i, l_i = _lse_update(m_i, l_i, s)
-
-    tl.store(lse_ptr + rows, (m_i + tl.log2(l_i)) * _LN2, mask=row_ok)
-    tl.store(posl_ptr + rows, pos_logit * _LN2, mask=row_ok)
+        col_ok = cols < NK
+        k, s = _logits(q, k_ptr, cols, NK, dims, D, stride_km, stride_kd, qk_scale, PRECISION, UPCAST)  # [BM, BN]
+        valid = col_ok[None, :]
+        if PAIRED:
+            valid = valid & (cols[None, :] != me[:, None])
+        # dL_i/ds_ij = softmax_ij - [j is i's positive]
+        ds = tl.where(valid, tl.exp2(s - lse2[:, None]), 0.0)
+        if PAIRED:
+            ds -= tl.where(cols[None, :] == pos[:, None], 1.0, 0.0)
+        if SYMMETRIC:
+            # s_ij is also key-row j's logit against i, so the same tile gives dL_j/ds_ji, the
+            # part of q_i's gradient that flows through q_i's role as a key.
+            lse2_c = _load_lse2(lse_ptr, cols, col_ok)
+            pos_c = tl.load(pos_ptr + cols, mask=col_ok, other=-1)
+            ds += tl.where(valid, tl.exp2(s - lse2_c[None, :]), 0.0)
+            ds -= tl.where(pos_c[None, :] == rows[:, None], 1.0, 0.0)
+        acc += _dot(ds.to(k.dtype), k, PRECISION, UPCAST)  # [BM, BD]
+    return acc
 
 
 @triton.jit
@@ -210,40 +283,21 @@ def _bwd_rows_kernel(
 ):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BM]
     dims = tl.arange(0, BLOCK_D)
-    row_ok = rows < M
-    q = _load_rows(q_ptr, rows, M, dims, D, stride_qm, stride_qd)  # [BM, BD]
-    pos = tl.load(pos_ptr + rows, mask=row_ok, other=-1)
-    me = tl.load(self_ptr + rows, mask=row_ok, other=-1)
-    lse2 = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * _LOG2E  # [BM] log2 units
+    q, pos, me = _query_rows(q_ptr, pos_ptr, self_ptr, rows, M, dims, D, stride_qm, stride_qd)  # [BM, BD], [BM] x 2
+    lse2 = _load_lse2(lse_ptr, rows, rows < M)  # [BM]
 
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    for start in range(0, NK, BLOCK_N):
-        cols = start + tl.arange(0, BLOCK_N)  # [BN]
-        col_ok = cols < NK
-        k = _load_rows(k_ptr, cols, NK, dims, D, stride_km, stride_kd)  # [BN, BD]
-        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale  # [BM, BN]
-        valid = col_ok[None, :] & (cols[None, :] != me[:, None])
-        # dL_i/ds_ij = softmax_ij - [j is i's positive]
-        ds = tl.where(valid, tl.exp2(s - lse2[:, None]), 0.0)
-        ds -= tl.where(cols[None, :] == pos[:, None], 1.0, 0.0)
-        if SYMMETRIC:
-            # s_ij is also key-row j's logit against i, so the same tile gives dL_j/ds_ji, the
-            # part of q_i's gradient that flows through q_i's role as a key.
-            lse2_c = tl.load(lse_ptr + cols, mask=col_ok, other=0.0) * _LOG2E
-            pos_c = tl.load(pos_ptr + cols, mask=col_ok, other=-1)
-            ds += tl.where(valid, tl.exp2(s - lse2_c[None, :]), 0.0)
-            ds -= tl.where(pos_c[None, :] == rows[:, None], 1.0, 0.0)
-        acc += _dot(ds.to(k.dtype), k, PRECISION, UPCAST)  # [BM, BD]
-    for start in range(0, NNEG, BLOCK_N):
-        cols = start + tl.arange(0, BLOCK_N)
-        k = _load_rows(neg_ptr, cols, NNEG, dims, D, stride_nm, stride_nd)  # [BN, BD]
-        s = _dot(q, tl.trans(k), PRECISION, UPCAST) * qk_scale  # [BM, BN]
-        ds = tl.where(cols[None, :] < NNEG, tl.exp2(s - lse2[:, None]), 0.0)
-        acc += _dot(ds.to(k.dtype), k, PRECISION, UPCAST)
+    acc = _grad_pass(
+        acc, q, k_ptr, NK, stride_km, stride_kd, rows, pos, me, lse2, pos_ptr, lse_ptr, dims, D, qk_scale,
+        BLOCK_N, True, SYMMETRIC, PRECISION, UPCAST,
+    )  # fmt: skip
+    acc = _grad_pass(
+        acc, q, neg_ptr, NNEG, stride_nm, stride_nd, rows, pos, me, lse2, pos_ptr, lse_ptr, dims, D, qk_scale,
+        BLOCK_N, False, False, PRECISION, UPCAST,
+    )  # fmt: skip
 
     acc *= tl.load(dout_ptr).to(tl.float32) * grad_scale
-    offs = rows[:, None].to(tl.int64) * stride_gm + dims[None, :] * stride_gd
-    tl.store(dq_ptr + offs, acc.to(dq_ptr.dtype.element_ty), mask=row_ok[:, None] & (dims[None, :] < D))
+    _store_rows(dq_ptr, acc, rows, M, dims, D, stride_gm, stride_gd)
 
 
 @triton.jit
@@ -274,17 +328,14 @@ def _bwd_cols_kernel(
 ):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN] key rows owned here
     dims = tl.arange(0, BLOCK_D)
-    col_ok = cols < NK
     k = _load_rows(k_ptr, cols, NK, dims, D, stride_km, stride_kd)  # [BN, BD]
 
     acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     for start in range(0, M, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)  # [BM]
         row_ok = rows < M
-        q = _load_rows(q_ptr, rows, M, dims, D, stride_qm, stride_qd)  # [BM, BD]
-        pos = tl.load(pos_ptr + rows, mask=row_ok, other=-1)
-        me = tl.load(self_ptr + rows, mask=row_ok, other=-1)
-        lse2 = tl.load(lse_ptr + rows, mask=row_ok, other=0.0) * _LOG2E
+        q, pos, me = _query_rows(q_ptr, pos_ptr, self_ptr, rows, M, dims, D, stride_qm, stride_qd)  # [BM, BD], [BM] x 2
+        lse2 = _load_lse2(lse_ptr, rows, row_ok)  # [BM]
         s_t = _dot(k, tl.trans(q), PRECISION, UPCAST) * qk_scale  # [BN, BM]: s_t[j, i] = s_ij
         valid = row_ok[None, :] & (cols[:, None] != me[None, :])
         ds_t = tl.where(valid, tl.exp2(s_t - lse2[None, :]), 0.0)
@@ -292,8 +343,7 @@ def _bwd_cols_kernel(
         acc += _dot(ds_t.to(q.dtype), q, PRECISION, UPCAST)  # [BN, BD]
 
     acc *= tl.load(dout_ptr).to(tl.float32) * grad_scale
-    offs = cols[:, None].to(tl.int64) * stride_gm + dims[None, :] * stride_gd
-    tl.store(dk_ptr + offs, acc.to(dk_ptr.dtype.element_ty), mask=col_ok[:, None] & (dims[None, :] < D))
+    _store_rows(dk_ptr, acc, cols, NK, dims, D, stride_gm, stride_gd)
 
 
 # ----------------------------------------------------------------------------------------------
