@@ -74,18 +74,13 @@ def _table(fwd: dict, rows: dict, cols: dict, precision: str = "tf32") -> dict[s
 # that other Triton/ptxas versions have room.
 
 # bf16/fp16 on 160+ KiB parts (A100, H100/H200, B200): the tiles first picked for sm_90.
-_2B_LARGE_SMEM = _table(
-    fwd={64: (128, 128, 8, 3), 128: (128, 128, 8, 3), 256: (128, 64, 8, 3)},
-    rows={64: (128, 64, 8, 3), 128: (128, 32, 8, 3), 256: (64, 32, 8, 3)},
-    cols={64: (64, 128, 8, 3), 128: (32, 128, 8, 3), 256: (64, 64, 8, 3)},
-)
+_2B_FWD = {64: (128, 128, 8, 3), 128: (128, 128, 8, 3), 256: (128, 64, 8, 3)}
+_2B_ROWS = {64: (128, 64, 8, 3), 128: (128, 32, 8, 3), 256: (64, 32, 8, 3)}
+_2B_COLS = {64: (64, 128, 8, 3), 128: (32, 128, 8, 3), 256: (64, 64, 8, 3)}
+_2B_LARGE_SMEM = _table(_2B_FWD, _2B_ROWS, _2B_COLS)
 # bf16/fp16 on 99 KiB parts (RTX 30xx/40xx/50xx, A10, L4, L40): at d = 256 the forward drops to
 # 2 stages (3 need 132,096 B) and the key pass to 32 x 128 at 2 stages (64 x 64 needs 108,032 B).
-_2B_99K_SMEM = _table(
-    fwd={64: (128, 128, 8, 3), 128: (128, 128, 8, 3), 256: (128, 64, 8, 2)},
-    rows={64: (128, 64, 8, 3), 128: (128, 32, 8, 3), 256: (64, 32, 8, 3)},
-    cols={64: (64, 128, 8, 3), 128: (32, 128, 8, 3), 256: (32, 128, 8, 2)},
-)
+_2B_99K_SMEM = _table({**_2B_FWD, 256: (128, 64, 8, 2)}, _2B_ROWS, {**_2B_COLS, 256: (32, 128, 8, 2)})
 # fp16 on Turing (64 KiB, no cp.async pipelining, no bf16 tensor cores: bf16 is left to the
 # chunked path there). The sm_90 tiles need up to 196,608 B there and spill kilobytes.
 _FP16_SM75 = _table(
@@ -95,37 +90,35 @@ _FP16_SM75 = _table(
 )
 # fp32 runs 3xTF32: three tensor-core products per tile and split operands, so far more live
 # registers than 2-byte inputs; at d = 256 the backward needs 16-row tiles not to spill (the
-# former 64 x 32 key pass spilled 6,992 B/thread on sm_90).
-_FP32_SM80 = _table(
+# former 64 x 32 key pass spilled 6,992 B/thread on sm_90). One key pass (cols) fits every
+# sm_80+ chip; the forward and row pass differ by chip.
+_FP32_TF32X3_COLS = {64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (16, 16, 8, 3)}
+
+
+def _fp32_tf32x3(fwd: dict, rows: dict) -> dict[str, dict[int, Tile]]:
+    return _table(fwd, rows, _FP32_TF32X3_COLS, precision="tf32x3")
+
+
+_FP32_SM80 = _fp32_tf32x3(
     fwd={64: (64, 64, 4, 3), 128: (64, 32, 4, 3), 256: (16, 32, 4, 2)},
     rows={64: (32, 64, 4, 3), 128: (32, 32, 8, 3), 256: (16, 16, 8, 3)},
-    cols={64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (16, 16, 8, 3)},
-    precision="tf32x3",
 )
 # 99 KiB parts: the d = 128 forward drops to 2 stages (3 need 114,688 B).
-_FP32_SM86 = _table(
+_FP32_SM86 = _fp32_tf32x3(
     fwd={64: (64, 64, 4, 3), 128: (64, 32, 4, 2), 256: (16, 32, 4, 2)},
     rows={64: (64, 32, 4, 3), 128: (32, 32, 8, 3), 256: (16, 32, 8, 3)},
-    cols={64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (16, 16, 8, 3)},
-    precision="tf32x3",
 )
-_FP32_SM90 = _table(
+_FP32_SM90 = _fp32_tf32x3(
     fwd={64: (64, 64, 4, 3), 128: (64, 32, 4, 3), 256: (16, 32, 4, 2)},
     rows={64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (16, 32, 8, 2)},
-    cols={64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (16, 16, 8, 3)},
-    precision="tf32x3",
 )
-_FP32_SM100 = _table(
+_FP32_SM100 = _fp32_tf32x3(
     fwd={64: (64, 64, 4, 3), 128: (64, 32, 8, 3), 256: (16, 32, 4, 2)},
     rows={64: (64, 32, 8, 3), 128: (32, 32, 8, 3), 256: (16, 16, 8, 3)},
-    cols={64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (16, 16, 8, 3)},
-    precision="tf32x3",
 )
-_FP32_SM120 = _table(
+_FP32_SM120 = _fp32_tf32x3(
     fwd={64: (64, 32, 4, 3), 128: (32, 64, 4, 2), 256: (16, 32, 4, 2)},
     rows={64: (32, 64, 4, 3), 128: (32, 32, 8, 3), 256: (16, 16, 8, 3)},
-    cols={64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (16, 16, 8, 3)},
-    precision="tf32x3",
 )
 # Turing has no TF32: fp32 tiles multiply in IEEE fp32 on the FMA units.
 _FP32_SM75 = _table(

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from fastssl_kernels import nt_xent as K
 
 from fastssl.losses.chunked import info_nce_chunked, nt_xent_chunked
-from tests.kernels.tolerances import assert_within, check_loss_and_grads, grad_bound, lse_error
+from tests.kernels.tolerances import assert_within, check_loss_and_grads, grad_bound, loss_bound, lse_error
 
 DEVICE = "cuda" if os.environ.get("FASTSSL_TEST_GPU") == "1" else "cpu"
 NS = (1, 3, 17, 61, 130)
@@ -144,6 +144,42 @@ def test_symmetric_pass_equals_general_pass(impl):
     for a, b in ((a1, b1), (a2, b2)):
         rel, abs_ = grad_bound(d, t, 2 * n, 2 * n, n, torch.float32)
         assert_within(a.grad, b.grad, 2 * rel, 2 * abs_, "grad")
+
+
+def _loss_by_value(queries, partners, keys, t):
+    """Mean over queries of -log softmax(keys . x / t)[x's partner], x's own key left out, where
+    the own key and the partner are found by value, not by index: the definition that the pair
+    set-up every implementation shares (fastssl_kernels.pairs) must reproduce."""
+    terms = []
+    for x, partner in zip(queries, partners):
+        logits = keys @ x / t  # [K]
+        is_pos = (keys == partner).all(1)
+        assert is_pos.sum() == 1
+        terms.append(logits[~(keys == x).all(1)].logsumexp(0) - logits[is_pos][0])
+    return torch.stack(terms).mean()
+
+
+@pytest.mark.parametrize("impl", ["reference", *NT_XENT])
+@pytest.mark.parametrize("world,rank", [(1, 0), (3, 1)])
+def test_nt_xent_pairs_each_view_with_its_other_view(impl, world, rank):
+    n, d, t = 5, 8, 0.2
+    views = [[unit(n, d) for _ in range(world)] for _ in range(2)]  # [view][rank]: [n, d]
+    z1, z2, k1, k2 = views[0][rank], views[1][rank], torch.cat(views[0]), torch.cat(views[1])
+    fn = {"reference": K.nt_xent_reference, **NT_XENT}[impl]
+    loss = fn(z1, z2, t) if world == 1 else fn(z1, z2, t, k1, k2, rank * n)
+    exact = _loss_by_value(*(torch.cat(x).double() for x in ([z1, z2], [z2, z1], [k1, k2])), t)
+    assert_within(loss, exact, 0.0, loss_bound(d, t, 2 * n * world), "loss")
+
+
+@pytest.mark.parametrize("impl", ["reference", *INFO_NCE])
+@pytest.mark.parametrize("world,rank", [(1, 0), (3, 1)])
+def test_info_nce_pairs_each_query_with_its_key(impl, world, rank):
+    n, d, t = 5, 8, 0.2
+    q, ks, queue = unit(n, d), [unit(n, d) for _ in range(world)], unit(7, d)
+    fn = {"reference": K.info_nce_reference, **INFO_NCE}[impl]
+    loss = fn(q, torch.cat(ks), t, queue, rank * n)
+    exact = _loss_by_value(q.double(), ks[rank].double(), torch.cat([*ks, queue]).double(), t)
+    assert_within(loss, exact, 0.0, loss_bound(d, t, n * world + 7), "loss")
 
 
 def test_forward_stores_per_row_lse_and_positive_logit():
