@@ -90,8 +90,8 @@ _FP16_SM75 = _table(
 )
 # fp32 runs 3xTF32: three tensor-core products per tile and split operands, so far more live
 # registers than 2-byte inputs; at d = 256 the backward needs 16-row tiles not to spill (the
-# former 64 x 32 key pass spilled 6,992 B/thread on sm_90). One key pass (cols) fits every
-# sm_80+ chip; the forward and row pass differ by chip.
+# former 64 x 32 key pass spilled 6,992 B/thread on sm_90). The key pass (cols) came out the
+# same on every sm_80+ chip; the forward and row pass differ by chip.
 _FP32_TF32X3_COLS = {64: (64, 32, 4, 3), 128: (32, 32, 4, 3), 256: (16, 16, 8, 3)}
 
 
