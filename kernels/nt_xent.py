@@ -50,7 +50,8 @@ _LN2: tl.constexpr = tl.constexpr(math.log(2.0))
 
 
 # ----------------------------------------------------------------------------------------------
-# Plain-torch references: O(N^2) memory, used by tests and as the definition of the loss.
+# Plain-torch references: O(N^2) memory, used by tests and as the definition of the loss (the
+# dense loss of `pairs`, which tests/kernels checks against positives found by value).
 # ----------------------------------------------------------------------------------------------
 
 
