@@ -27,13 +27,13 @@ file is replaced by the next good image of the plan (same step count on every ra
 pipeline is rebuilt at the failed step. In webdataset streams the feeder skips (and counts) members
 without an image or with a wrong signature; an image that passes that but fails in DALI's decoder
 (a truncated JPEG) raises an error naming the tars (`fastssl data convert --validate` drops them;
-the torch backend decodes with Pillow and skips them).
+the torch backend decodes with Pillow and skips them). Each skipped file is named once per run
+and later skips are counted per epoch (corrupt_report.py).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Iterator
 
 import numpy as np
@@ -43,6 +43,7 @@ from fastssl.config import Config
 from fastssl.data.backends import dali_pipeline as dp
 from fastssl.data.backends import dali_stream
 from fastssl.data.backends.torch_stream import RECORD_KEYS, Shards, write_keys
+from fastssl.data.backends.corrupt_report import CorruptReport
 from fastssl.data.backends.indexed_loader import IndexedLoader
 from fastssl.data.backends.sharding import data_parallel_coords, step_seed
 from fastssl.data.sources.base import ImageSource, source_paths
@@ -119,7 +120,8 @@ class DaliLoader(IndexedLoader):
         self.device_id = None if cpu else (world.device.index if world.device.index is not None else world.local_rank)
         self.prefetch = 2
         self.prefetch_depth = self.prefetch  # DALI's prefetch_queue_depth
-        self.skip: set[int] = set()
+        self.skip: set[int] = set()  # indices known corrupt: the plan replaces them (_substitute)
+        self.report = CorruptReport("image" if shards is None else "webdataset sample")
         self._pipe = None
         self._it = None
         self._it_pos: tuple[int, int] | None = None  # (epoch, step) the live iterator yields next
@@ -173,6 +175,8 @@ class DaliLoader(IndexedLoader):
             # Only the feeder carries on into the next epoch; reader pipelines hold one epoch's order.
             self._it_pos = nxt if step < steps or self.mode == "external" else None
             self._warn_skipped()
+            if step == steps:
+                self._end_epoch(epoch)
             yield self._to_torch(out)
 
     # --- pipelines -----------------------------------------------------------------------------
@@ -213,13 +217,21 @@ class DaliLoader(IndexedLoader):
         write_keys(self._record, self.pos, b.keys)
         self.pos.record(slot, b.emitted, len(b.corrupt), b.padded)
         for name in b.corrupt:
-            warnings.warn(f"skipping corrupt webdataset sample {name}", stacklevel=3)
+            self.report.skipped(name)
 
     def _warn_skipped(self) -> None:
         if self._feeder is not None and self._feeder.newly_skipped:
             for name in self._feeder.newly_skipped:
-                warnings.warn(f"skipping corrupt image {name}", stacklevel=3)
+                self.report.skipped(name)
             self._feeder.newly_skipped.clear()
+
+    def _end_epoch(self, epoch: int) -> None:
+        # Known corrupt images are replaced in the plan, so DALI never meets them again: they are
+        # counted here (the report counts each once per epoch, new or not).
+        if self.skip and self.mode != "webdataset":
+            for i in sorted(self.skip.intersection(self._plan(epoch).tolist())):
+                self.report.skipped(self._name(i))
+        self.report.end_epoch()
 
     def _close(self) -> None:
         self._it = self._pipe = self._feeder = self._stream = None
@@ -259,7 +271,7 @@ class DaliLoader(IndexedLoader):
                 "or set --data.skip_corrupt=true"
             ) from None
         for name in names:
-            warnings.warn(f"skipping corrupt image {name}", stacklevel=3)
+            self.report.skipped(name)
         self.skip.update(bad)
 
     def _in_flight(self, epoch: int, step: int) -> list[int]:
