@@ -8,8 +8,8 @@ of the ViewSpec with batched torch ops (fastssl.data.backends.tensor_augment).
 Randomness comes from a device generator re-seeded from (seed, rank, epoch, step) at every step,
 so a batch is a pure function of its position: resume with set_epoch(e, start_step) is exact,
 augmentations included. Images of different sizes are resized (shorter side) and centre-cropped
-to a square of `resize_size(image_size)` (8/7 of it) when stored. Every rank holds the full dataset, so each
-epoch's global shuffle needs no communication.
+to a square of `resize_size(image_size)` (8/7 of it) when stored. Every rank holds the full
+dataset, so each epoch's global shuffle needs no communication.
 """
 
 from __future__ import annotations

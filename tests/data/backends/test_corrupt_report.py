@@ -84,7 +84,8 @@ def test_dali_names_a_corrupt_file_once_per_run(tmp_path, capsys):
 
     bad = _jpeg_folder(tmp_path / "imgs")
     cfg = Config()
-    cfg.data.dataset, cfg.data.path, cfg.data.test_path, cfg.data.backend = "folder", str(tmp_path / "imgs"), "x", "dali-cpu"
+    cfg.data.dataset, cfg.data.path, cfg.data.backend = "folder", str(tmp_path / "imgs"), "dali-cpu"
+    cfg.data.test_path = "unused"  # every image is a training image
     cfg.data.image_size, cfg.data.num_workers, cfg.data.skip_corrupt = 8, 1, True
     cfg.train.batch_size = 4
     loader = build_pretrain_loader(cfg, World())
