@@ -35,7 +35,7 @@ def training_images(cfg: Config, world: World, source=None) -> Callable[[], Iter
 
     def batches() -> Iterator[torch.Tensor]:
         if not opened:
-            full = (source if source is not None else open_pretrain_source(cfg.data)).head(cfg.data.limit)
+            full = open_pretrain_source(cfg.data, source)
             opened.append(IndexedSource(full, rank_slice(len(full), world.dims.dp_rank, world.dims.dp_size)))
         loader = build_eval_loader(opened[0], cfg.aug, cfg.data.image_size, cfg.eval.batch_size,
                                    cfg.data.num_workers)

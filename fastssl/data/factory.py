@@ -121,7 +121,7 @@ def build_pretrain_loader(
             print(note, flush=True)
         if resolve_dataset(cfg.data.dataset, cfg.data.path) == "webdataset":
             return _webdataset_loader(cfg, world, spec)
-    source = (source or open_pretrain_source(cfg.data)).head(cfg.data.limit)
+    source = open_pretrain_source(cfg.data, source)
     if len(source) < cfg.train.batch_size:
         limit = f" (after --data.limit={cfg.data.limit})" if cfg.data.limit else ""
         raise FastSSLError(

@@ -27,13 +27,13 @@ file is replaced by the next good image of the plan (same step count on every ra
 pipeline is rebuilt at the failed step. In webdataset streams the feeder skips (and counts) members
 without an image or with a wrong signature; an image that passes that but fails in DALI's decoder
 (a truncated JPEG) raises an error naming the tars (`fastssl data convert --validate` drops them;
-the torch backend decodes with Pillow and skips them).
+the torch backend decodes with Pillow and skips them). Each skipped file is named once per run
+and later skips are counted per epoch (corrupt_report.py).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Iterator
 
 import numpy as np
@@ -43,20 +43,13 @@ from fastssl.config import Config
 from fastssl.data.backends import dali_pipeline as dp
 from fastssl.data.backends import dali_stream
 from fastssl.data.backends.torch_stream import RECORD_KEYS, Shards, write_keys
-from fastssl.data.backends.sharding import (
-    check_start_step,
-    data_parallel_coords,
-    IndexedPosition,
-    per_rank_batch_size,
-    rank_plan,
-    step_seed,
-    steps_per_epoch,
-)
-from fastssl.data.dtypes import output_dtype
+from fastssl.data.backends.corrupt_report import CorruptReport
+from fastssl.data.backends.indexed_loader import IndexedLoader
+from fastssl.data.backends.sharding import data_parallel_coords, step_seed
 from fastssl.data.sources.base import ImageSource, source_paths
 from fastssl.data.sources.decode import decodes
 from fastssl.data.stream.position import StreamPosition
-from fastssl.data.views import ViewSpec, check_spec
+from fastssl.data.views import ViewSpec
 from fastssl.distributed import World
 from fastssl.errors import FastSSLError
 
@@ -102,7 +95,7 @@ def _substitute(plan: np.ndarray, skip: set[int]) -> np.ndarray:
     return out
 
 
-class DaliLoader(IndexedPosition):
+class DaliLoader(IndexedLoader):
     """PretrainLoader: yields `(views, labels)`; views `[B, 3, S, S]` in cfg.data.dtype on world.device."""
 
     def __init__(
@@ -119,21 +112,16 @@ class DaliLoader(IndexedPosition):
         source: ImageSource | None = None,
         shards: Shards | None = None,
     ):
-        self.cfg, self.world, self.mode = cfg, world, mode
-        self.backend, self.spec = backend, spec
-        self.seed = cfg.train.seed
-        self.batch_size = per_rank_batch_size(cfg.train.batch_size, world.dims.dp_size)
-        self.num_images = num_images
+        super().__init__(cfg, world, spec, num_images)
+        self.cfg, self.mode, self.backend = cfg, mode, backend
         self.labels = labels
         self.paths, self.source, self.shards = paths, source, shards
         cpu = backend == "dali-cpu"
         self.device_id = None if cpu else (world.device.index if world.device.index is not None else world.local_rank)
-        self.out_dtype = output_dtype(cfg.data.dtype)
-        self.num_views = len(spec.views)
         self.prefetch = 2
         self.prefetch_depth = self.prefetch  # DALI's prefetch_queue_depth
-        self.skip: set[int] = set()
-        self._epoch, self._start = 0, 0
+        self.skip: set[int] = set()  # indices known corrupt: the plan replaces them (_substitute)
+        self.report = CorruptReport("image" if shards is None else "webdataset sample")
         self._pipe = None
         self._it = None
         self._it_pos: tuple[int, int] | None = None  # (epoch, step) the live iterator yields next
@@ -147,20 +135,11 @@ class DaliLoader(IndexedPosition):
             self.pos = StreamPosition(num_images, self.batch_size, rank, ranks, max(1, cfg.data.num_workers),
                                       self.seed, cfg.data.shuffle_buffer)
         self._record = os.environ.get(RECORD_KEYS, "")
-        if len(self) == 0:
-            raise FastSSLError(
-                f"{num_images} images make no full batch of {self.batch_size} per rank on "
-                f"{world.dims.dp_size} rank(s); lower --train.batch_size or add data"
-            )
 
     # --- PretrainLoader ------------------------------------------------------------------------
 
-    def __len__(self) -> int:
-        return steps_per_epoch(self.num_images, self.world.dims.dp_size, self.batch_size)
-
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        check_start_step(start_step, len(self))
-        self._epoch, self._start = epoch, start_step
+        super().set_epoch(epoch, start_step)
         if self.pos is not None:
             note = self.pos.begin(epoch, start_step)
             self._close()  # the feeder holds the old plan
@@ -196,13 +175,11 @@ class DaliLoader(IndexedPosition):
             # Only the feeder carries on into the next epoch; reader pipelines hold one epoch's order.
             self._it_pos = nxt if step < steps or self.mode == "external" else None
             self._warn_skipped()
+            if step == steps:
+                self._end_epoch(epoch)
             yield self._to_torch(out)
 
     # --- pipelines -----------------------------------------------------------------------------
-
-    def _plan(self, epoch: int) -> np.ndarray:
-        w = self.world.dims
-        return rank_plan(self.num_images, w.dp_size, w.dp_rank, self.batch_size, self.seed, epoch)
 
     def _iterator_at(self, epoch: int, step: int):
         if self._it is not None and self._it_pos == (epoch, step):
@@ -240,13 +217,21 @@ class DaliLoader(IndexedPosition):
         write_keys(self._record, self.pos, b.keys)
         self.pos.record(slot, b.emitted, len(b.corrupt), b.padded)
         for name in b.corrupt:
-            warnings.warn(f"skipping corrupt webdataset sample {name}", stacklevel=3)
+            self.report.skipped(name)
 
     def _warn_skipped(self) -> None:
         if self._feeder is not None and self._feeder.newly_skipped:
             for name in self._feeder.newly_skipped:
-                warnings.warn(f"skipping corrupt image {name}", stacklevel=3)
+                self.report.skipped(name)
             self._feeder.newly_skipped.clear()
+
+    def _end_epoch(self, epoch: int) -> None:
+        # Known corrupt images are replaced in the plan, so DALI never meets them again: they are
+        # counted here (the report counts each once per epoch, new or not).
+        if self.skip and self.mode != "webdataset":
+            for i in sorted(self.skip.intersection(self._plan(epoch).tolist())):
+                self.report.skipped(self._name(i))
+        self.report.end_epoch()
 
     def _close(self) -> None:
         self._it = self._pipe = self._feeder = self._stream = None
@@ -286,7 +271,7 @@ class DaliLoader(IndexedPosition):
                 "or set --data.skip_corrupt=true"
             ) from None
         for name in names:
-            warnings.warn(f"skipping corrupt image {name}", stacklevel=3)
+            self.report.skipped(name)
         self.skip.update(bad)
 
     def _in_flight(self, epoch: int, step: int) -> list[int]:
@@ -316,14 +301,12 @@ def _first_line(exc: Exception) -> str:
     return (useful or lines or [type(exc).__name__])[-1][:200]
 
 
-def _check(backend: str, world: World, spec: ViewSpec, dtype: str) -> None:
+def _check(backend: str, world: World) -> None:
     if backend not in DALI_BACKENDS:
         raise ValueError(f"backend={backend!r} is not a DALI backend; resolve it with resolve_backend first")
     reason = dali_unavailable_reason(backend, world.device)
     if reason:
         raise FastSSLError(reason)
-    check_spec(spec)
-    output_dtype(dtype)
 
 
 def build_dali_loader(cfg: Config, world: World, backend: str, spec: ViewSpec, source: ImageSource) -> DaliLoader:
@@ -331,7 +314,7 @@ def build_dali_loader(cfg: Config, world: World, backend: str, spec: ViewSpec, s
 
     A source of plain files is read by DALI's file reader, anything else through the feeder.
     """
-    _check(backend, world, spec, cfg.data.dtype)
+    _check(backend, world)
     common = dict(cfg=cfg, world=world, backend=backend, spec=spec)
     labels = np.asarray(source.labels, dtype=np.int64)
     paths = source_paths(source)
@@ -342,6 +325,6 @@ def build_dali_loader(cfg: Config, world: World, backend: str, spec: ViewSpec, s
 
 def build_dali_webdataset_loader(cfg: Config, world: World, backend: str, spec: ViewSpec, shards: Shards) -> DaliLoader:
     """The loader over webdataset tars (`--data.limit` caps the samples per epoch)."""
-    _check(backend, world, spec, cfg.data.dtype)
+    _check(backend, world)
     return DaliLoader(cfg=cfg, world=world, backend=backend, spec=spec, mode="webdataset",
                       num_images=shards.num_samples, shards=shards)

@@ -8,8 +8,8 @@ of the ViewSpec with batched torch ops (fastssl.data.backends.tensor_augment).
 Randomness comes from a device generator re-seeded from (seed, rank, epoch, step) at every step,
 so a batch is a pure function of its position: resume with set_epoch(e, start_step) is exact,
 augmentations included. Images of different sizes are resized (shorter side) and centre-cropped
-to a square of `image_size * 8 / 7` when stored. Every rank holds the full dataset, so each
-epoch's global shuffle needs no communication.
+to a square of `resize_size(image_size)` (8/7 of it) when stored. Every rank holds the full
+dataset, so each epoch's global shuffle needs no communication.
 """
 
 from __future__ import annotations
@@ -23,18 +23,12 @@ import torch
 from PIL import Image
 
 from fastssl.config import Config
-from fastssl.data.backends.sharding import (
-    IndexedPosition,
-    check_start_step,
-    per_rank_batch_size,
-    rank_plan,
-    step_seed,
-    steps_per_epoch,
-)
+from fastssl.data.backends.indexed_loader import IndexedLoader
+from fastssl.data.backends.sharding import step_seed
 from fastssl.data.backends.tensor_augment import augment_views
 from fastssl.data.dtypes import output_dtype
 from fastssl.data.sources.base import ImageSource
-from fastssl.data.views import ViewSpec, check_spec
+from fastssl.data.views import ViewSpec
 from fastssl.distributed import World
 from fastssl.errors import FastSSLError
 
@@ -57,8 +51,15 @@ def fits_on_device(num_bytes: int, device: torch.device) -> bool:
 # --- decode once -------------------------------------------------------------------------------
 
 
-def _store_size(source: ImageSource, image_size: int) -> tuple[int, int] | None:
-    """(H, W) when every image has the same size (checked on a sample), else None."""
+def resize_size(image_size: int) -> int:
+    """The side an image is resized to before a centre crop of `image_size`."""
+    # The ImageNet eval convention (resize to 256, crop 224): the crop keeps 7/8 = 0.875 of the side.
+    return image_size * 8 // 7
+
+
+def store_size(source: ImageSource, image_size: int) -> tuple[int, int]:
+    """(H, W) to store every image at: their own size when all have the same (checked on a
+    sample of 16 and the ends), else a square of `resize_size(image_size)`."""
     n = len(source)
     probe = sorted({0, n - 1, *np.random.default_rng(0).integers(0, n, size=min(n, 16)).tolist()})
     # sample() honours skip_corrupt; without it a corrupt probe raises, naming the file.
@@ -66,14 +67,13 @@ def _store_size(source: ImageSource, image_size: int) -> tuple[int, int] | None:
     if len(sizes) == 1:
         w, h = sizes.pop()
         return h, w
-    return None
+    return (resize_size(image_size),) * 2
 
 
-def decode_all(source: ImageSource, image_size: int, num_threads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image of `source` -> (uint8 [N, 3, H, W], int64 labels [N]) on the CPU."""
+def decode_all(source: ImageSource, size: tuple[int, int], num_threads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of `source` at `size` (H, W) -> (uint8 [N, 3, H, W], int64 labels [N]) on the CPU."""
     n = len(source)
-    fixed = _store_size(source, image_size)
-    h, w = fixed if fixed else (image_size * 8 // 7,) * 2
+    h, w = size
     out = np.empty((n, h, w, 3), dtype=np.uint8)  # NHWC: what Pillow hands out
     labels = np.empty(n, dtype=np.int64)
 
@@ -97,7 +97,7 @@ def decode_all(source: ImageSource, image_size: int, num_threads: int) -> tuple[
 # --- loader ------------------------------------------------------------------------------------
 
 
-class GpuTensorLoader(IndexedPosition):
+class GpuTensorLoader(IndexedLoader):
     """PretrainLoader over a decoded uint8 dataset tensor on `world.device`."""
 
     backend = "gpu-tensor"
@@ -106,36 +106,19 @@ class GpuTensorLoader(IndexedPosition):
     def __init__(
         self, cfg: Config, world: World, spec: ViewSpec, images: torch.Tensor, labels: torch.Tensor
     ):
-        self.world, self.spec, self.seed = world, spec, cfg.train.seed
-        self.batch_size = per_rank_batch_size(cfg.train.batch_size, world.dims.dp_size)
+        super().__init__(cfg, world, spec, len(images))
         self.images = images  # uint8 [N, 3, H, W] on world.device
         self.labels = labels  # int64 [N] on world.device
-        self.num_images = len(images)
-        self.num_views = len(spec.views)
-        self.dtype = output_dtype(cfg.data.dtype)
-        self._epoch, self._start = 0, 0
-        if len(self) == 0:
-            raise FastSSLError(
-                f"{self.num_images} images make no full batch of {self.batch_size} per rank on "
-                f"{world.dims.dp_size} rank(s); lower --train.batch_size or add data"
-            )
-
-    def __len__(self) -> int:
-        return steps_per_epoch(self.num_images, self.world.dims.dp_size, self.batch_size)
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        check_start_step(start_step, len(self))
-        self._epoch, self._start = epoch, start_step
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         epoch, start = self._epoch, self._start
-        w, dev, bsz = self.world, self.images.device, self.batch_size
-        plan = torch.from_numpy(rank_plan(self.num_images, w.dims.dp_size, w.dims.dp_rank, bsz, self.seed, epoch)).to(dev)
-        g = torch.Generator(device=dev)
+        rank, bsz = self.world.dims.dp_rank, self.batch_size
+        plan = torch.from_numpy(self._plan(epoch)).to(self.images.device)
+        g = torch.Generator(device=self.images.device)
         for step in range(start, len(self)):
-            g.manual_seed(step_seed(self.seed, w.dims.dp_rank, epoch, step))
+            g.manual_seed(step_seed(self.seed, rank, epoch, step))
             idx = plan[step * bsz : (step + 1) * bsz]
-            views = augment_views(self.images[idx], self.spec, g, self.dtype)
+            views = augment_views(self.images[idx], self.spec, g, self.out_dtype)
             nxt = step + 1
             self._epoch, self._start = (epoch, nxt) if nxt < len(self) else (epoch + 1, 0)
             yield views, self.labels[idx]
@@ -145,11 +128,9 @@ class GpuTensorLoader(IndexedPosition):
 
 
 def build_gpu_tensor_loader(cfg: Config, world: World, spec: ViewSpec, source: ImageSource) -> GpuTensorLoader:
-    """Decode `source` once onto world.device; views per `spec`."""
-    check_spec(spec)
+    """Decode `source` once onto world.device; views per `spec` (checked by the caller, data/factory.py)."""
     output_dtype(cfg.data.dtype)  # fail before the decode, not after
-    fixed = _store_size(source, cfg.data.image_size)
-    h, w = fixed if fixed else (cfg.data.image_size * 8 // 7,) * 2
+    h, w = store_size(source, cfg.data.image_size)
     need = dataset_bytes(len(source), h, w)
     if not fits_on_device(need, world.device):
         raise FastSSLError(
@@ -157,5 +138,5 @@ def build_gpu_tensor_loader(cfg: Config, world: World, spec: ViewSpec, source: I
             f"images at {h}x{w}; use --data.backend=dali or torch, or --data.limit"
         )
     threads = max(1, cfg.data.num_workers or (os.cpu_count() or 1))
-    images, labels = decode_all(source, cfg.data.image_size, threads)
+    images, labels = decode_all(source, (h, w), threads)
     return GpuTensorLoader(cfg, world, spec, images.to(world.device), labels.to(world.device))

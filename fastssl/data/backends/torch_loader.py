@@ -3,7 +3,9 @@
 Batches follow `rank_plan` (fastssl.data.backends.sharding), as every backend; the augmentation
 of image `idx` in `epoch` is seeded by (seed, epoch, idx) alone, so a batch is the same whatever
 `num_workers` is, and `set_epoch(epoch, start_step=k)` sees exactly the batches k, k+1, ... of
-the uninterrupted run without decoding the k skipped ones. Also here: the in-order dataset the
+the uninterrupted run without decoding the k skipped ones. Corrupt images that skip_corrupt
+passes over come back with their batch and are reported from the main process
+(corrupt_report.py). Also here: the in-order dataset the
 eval loader wraps, and the DataLoader that keeps workers' error messages to one line.
 """
 
@@ -15,6 +17,7 @@ from typing import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from fastssl.data.backends.corrupt_report import CorruptReport
 from fastssl.data.backends.sharding import IndexedPosition, check_start_step, rank_plan, sample_seed, steps_per_epoch
 from fastssl.data.backends.torch_augment import build_view_transforms
 from fastssl.data.sources.base import ImageSource
@@ -86,7 +89,8 @@ class ShardedBatchSampler:
 
 
 class AugmentedViews(Dataset):
-    """`(index, epoch)` -> `([view tensors], label)`, augmentation seeded by (seed, epoch, index)."""
+    """`(index, epoch)` -> `([view tensors], label, skipped)`, augmentation seeded by (seed, epoch,
+    index); `skipped` holds `(name, reason)` of the corrupt images skip_corrupt passed over."""
 
     def __init__(self, source: ImageSource, transforms: list[Callable], seed: int):
         self.source = source
@@ -96,10 +100,11 @@ class AugmentedViews(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int, list[tuple[str, str]]]:
         index, epoch = key
-        image, label = self.source.sample(index)
-        return seeded_views(self.transforms, image, sample_seed(self.seed, epoch, index)), label
+        skipped: list[tuple[str, str]] = []
+        image, label = self.source.sample(index, on_skip=lambda *skip: skipped.append(skip))
+        return seeded_views(self.transforms, image, sample_seed(self.seed, epoch, index)), label, skipped
 
 
 def seeded_views(transforms: list[Callable], image, seed: int) -> list[torch.Tensor]:
@@ -119,6 +124,14 @@ def collate_views(batch: list[tuple[list[torch.Tensor], int]]) -> tuple[list[tor
     views = [torch.stack([sample[0][v] for sample in batch]) for v in range(len(batch[0][0]))]  # [B, 3, H_v, W_v]
     labels = torch.tensor([sample[1] for sample in batch], dtype=torch.long)  # [B]
     return views, labels
+
+
+def collate_views_and_skips(
+    batch: list[tuple[list[torch.Tensor], int, list[tuple[str, str]]]],
+) -> tuple[list[torch.Tensor], torch.Tensor, list[tuple[str, str]]]:
+    """`collate_views`, plus every `(name, reason)` the batch's samples skipped."""
+    views, labels = collate_views([(sample[0], sample[1]) for sample in batch])
+    return views, labels, [skip for sample in batch for skip in sample[2]]
 
 
 class TorchPretrainLoader(IndexedPosition):
@@ -151,12 +164,13 @@ class TorchPretrainLoader(IndexedPosition):
             AugmentedViews(source, transforms, seed),
             batch_sampler=self.sampler,
             num_workers=num_workers,
-            collate_fn=collate_views,
+            collate_fn=collate_views_and_skips,
             pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
             # Its own generator: otherwise every epoch's iter() draws from the global torch RNG.
             generator=torch.Generator().manual_seed(seed),
         )
+        self.corrupt = CorruptReport()
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         self.sampler.set_epoch(epoch, start_step)
@@ -165,7 +179,12 @@ class TorchPretrainLoader(IndexedPosition):
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
-        return iter(self.loader)
+        for views, labels, skipped in self.loader:
+            # Reported here, in the main process, which outlives the workers' epochs.
+            for name, reason in skipped:
+                self.corrupt.skipped(name, reason)
+            yield views, labels
+        self.corrupt.end_epoch()
 
     def close(self) -> None:
         # Persistent workers live in the DataLoader's cached iterator; shutting it down sends each

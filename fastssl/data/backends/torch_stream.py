@@ -7,7 +7,8 @@ plan and start position from the loader at the start of the epoch. Batches come 
 slot's report (position, keys, corrupt samples); the main process records the position when it
 hands a batch to the training loop, so a checkpoint written after step k holds exactly k steps.
 
-Corrupt samples are warned about once each, from the main process, and counted (`corrupt`).
+Corrupt samples are warned about once each per run, from the main process (corrupt_report.py),
+and counted (`corrupt`).
 A test hook: with `FASTSSL_RECORD_KEYS=DIR`, each rank appends one JSON line per batch
 (`epoch`, `step`, `rank`, `keys`) to `DIR/keys-rank<r>.jsonl`.
 """
@@ -16,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from fastssl.data.backends.corrupt_report import CorruptReport
 from fastssl.data.backends.sharding import data_parallel_coords, sample_seed
 from fastssl.data.backends.torch_augment import build_view_transforms
 from fastssl.data.backends.torch_loader import UserErrorDataLoader, collate_views, seeded_views
@@ -116,6 +117,7 @@ class TorchStreamLoader:
         self.pos = StreamPosition(shards.num_samples, batch_size, rank, ranks, max(1, num_workers), seed, shuffle)
         self._record = os.environ.get(RECORD_KEYS, "")
         self._it: Iterator | None = None  # the live DataLoader iterator, which owns the workers
+        self.report = CorruptReport("webdataset sample")
         if len(self) == 0:
             raise FastSSLError(f"{shards.num_samples} samples in the tars make no full batch of {batch_size} per "
                                f"rank on {ranks} rank(s); lower --train.batch_size or add data")
@@ -146,11 +148,12 @@ class TorchStreamLoader:
         self._it = iter(UserErrorDataLoader(data, batch_size=None, num_workers=self.num_workers))
         for views, labels, report in self._it:
             for name in report["corrupt"]:
-                warnings.warn(f"skipping corrupt webdataset sample {name}", stacklevel=2)
+                self.report.skipped(name)
             write_keys(self._record, pos, report["keys"])
             pos.record(report["slot"], report["emitted"], len(report["corrupt"]), report["padded"])
             yield views, labels
         self._it = None
+        self.report.end_epoch()
 
     def close(self) -> None:
         """Stop this epoch's workers now (a run that stops mid-epoch must not leave them behind)."""

@@ -15,6 +15,7 @@ Every data backend reads through this one contract, so a new format means one ne
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -46,8 +47,12 @@ class ImageSource:
     def image(self, i: int) -> Image.Image:
         return decode_image(self.encoded(i), self.name(i))
 
-    def sample(self, i: int) -> tuple[Image.Image, int]:
-        """`(image(i), label(i))`; with skip_corrupt, the next decodable image and its label."""
+    def sample(self, i: int, on_skip: Callable[[str, str], None] | None = None) -> tuple[Image.Image, int]:
+        """`(image(i), label(i))`; with skip_corrupt, the next decodable image and its label.
+
+        Each corrupt image skipped on the way is passed to `on_skip(name, reason)`, or warned about
+        without it (a loader whose workers skip them reports them once per run instead).
+        """
         if not self.skip_corrupt:
             return self.image(i), int(self.labels[i])
         n = len(self)
@@ -56,7 +61,10 @@ class ImageSource:
             try:
                 return self.image(j), int(self.labels[j])
             except CorruptImageError as e:
-                warnings.warn(f"skipping corrupt image {e.image_name} ({e.reason})", stacklevel=2)
+                if on_skip is not None:
+                    on_skip(e.image_name, e.reason)
+                else:
+                    warnings.warn(f"skipping corrupt image {e.image_name} ({e.reason})", stacklevel=2)
         raise FastSSLError(
             f"{min(n, _MAX_CORRUPT_RUN)} consecutive images from {self.name(i)} on failed to decode; "
             "the data looks broken, re-create or re-convert it"

@@ -164,10 +164,13 @@ def open_source(
     return source
 
 
-def open_pretrain_source(data_cfg: DataConfig) -> ImageSource:
-    """The images pretraining reads: the "train" split (STL-10: train+unlabeled), `limit` applied."""
-    split = "train+unlabeled" if resolve_dataset(data_cfg.dataset, data_cfg.path) == "stl10" else "train"
-    source = open_source(data_cfg.path, data_cfg.dataset, split, data_cfg).head(data_cfg.limit)
+def open_pretrain_source(data_cfg: DataConfig, source: ImageSource | None = None) -> ImageSource:
+    """The images pretraining reads, `limit` applied: `source` when given (a caller's own), else
+    the "train" split of `data_cfg.path` (STL-10: train+unlabeled). The one place `limit` applies."""
+    if source is None:
+        split = "train+unlabeled" if resolve_dataset(data_cfg.dataset, data_cfg.path) == "stl10" else "train"
+        source = open_source(data_cfg.path, data_cfg.dataset, split, data_cfg)
+    source = source.head(data_cfg.limit)
     if len(source) == 0:
         raise FastSSLError(
             f"no training images in '{data_cfg.path or data_cfg.dataset}' after the split, slice and "

@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-from fastssl.data.sources.files import FilesSource
-from fastssl.data.sources.listing_index import Listing, cached_listing, mtime_ns
+from fastssl.data.sources.files import ListedFilesSource
+from fastssl.data.sources.listing_index import Listing, mtime_ns
 from fastssl.errors import FastSSLError
 from fastssl.registry import SOURCES
 
@@ -46,9 +46,8 @@ def list_file_list(path: str) -> Listing:
 
 
 @SOURCES.register("filelist", single_split=True, indexed=True)
-class FileListSource(FilesSource):
+class FileListSource(ListedFilesSource):
     def __init__(self, path: str, index_dir: str = ""):
         if not os.path.isfile(path):
             raise FastSSLError(f"file list '{path}' does not exist; fix --data.path")
-        listing = cached_listing(path, list_file_list, index_dir)
-        super().__init__(listing.paths, listing.labels, listing.num_classes)
+        super().__init__(path, index_dir, list_file_list)

@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-from fastssl.data.sources.files import FilesSource
-from fastssl.data.sources.listing_index import Listing, cached_listing, mtime_ns
+from fastssl.data.sources.files import ListedFilesSource
+from fastssl.data.sources.listing_index import Listing, mtime_ns
 from fastssl.errors import FastSSLError
 from fastssl.registry import SOURCES
 
@@ -62,10 +62,8 @@ def _images_under(root: str, rel: str, stamps: list[str], mtimes: list[int]) -> 
 
 
 @SOURCES.register("folder", single_split=True, indexed=True)
-class ImageFolderSource(FilesSource):
+class ImageFolderSource(ListedFilesSource):
     def __init__(self, root: str, index_dir: str = ""):
         if not os.path.isdir(root):
             raise FastSSLError(f"image folder '{root}' does not exist or is not a folder; fix --data.path")
-        listing = cached_listing(root, list_image_folder, index_dir)
-        prefix = os.path.join(root, "")
-        super().__init__([prefix + p for p in listing.paths], listing.labels, listing.num_classes)
+        super().__init__(root, index_dir, list_image_folder, prefix=os.path.join(root, ""))

@@ -120,6 +120,23 @@ def test_mixed_sizes_are_stored_square(tmp_path):
     assert int(loader.images.min()) == int(loader.images.max()) == 100
 
 
+def test_the_size_probe_decodes_its_images_once(tmp_path):
+    """40 images are decoded once each, plus the 15 distinct images of the size probe, once."""
+    from fastssl.data.sources.npz_shards import NpzShardSource
+
+    class Counting(NpzShardSource):
+        calls = 0
+
+        def image(self, i):
+            Counting.calls += 1
+            return super().image(i)
+
+    cfg = _cfg(_npz(tmp_path))
+    source = Counting(cfg.data.path)
+    loader = build_pretrain_loader(cfg, World(), source=source)
+    assert loader.backend == "gpu-tensor" and Counting.calls == 40 + 15
+
+
 def _png_bytes(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, "PNG")

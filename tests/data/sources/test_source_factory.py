@@ -87,6 +87,8 @@ def test_limit_and_pretrain_source(shards):
     src = open_pretrain_source(cfg)
     assert _ids(src) == list(range(7))
     assert len(src.head(0)) == 7 and len(src.head(100)) == 7 and len(src.head(3)) == 3
+    # A caller's own source gets the same limit, from the same place.
+    assert _ids(open_pretrain_source(cfg, open_source(str(shards), "npz", "all"))) == list(range(7))
 
 
 def test_eval_sources_use_test_path(shards):
