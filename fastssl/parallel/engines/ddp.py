@@ -10,7 +10,7 @@ import torch
 
 from fastssl.methods.base import SSLMethod
 from fastssl.parallel.engines.base import OptimizerFactory
-from fastssl.parallel.engines.torch_state import TorchOptimizerEngine
+from fastssl.parallel.engines.torch_optimizer import TorchOptimizerEngine
 from fastssl.parallel.parallelize import prepare
 from fastssl.registry import ENGINES
 

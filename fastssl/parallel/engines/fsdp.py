@@ -29,7 +29,7 @@ import torch
 
 from fastssl.methods.base import SSLMethod
 from fastssl.parallel.engines.base import OptimizerFactory, sync_switch
-from fastssl.parallel.engines.torch_state import TorchOptimizerEngine
+from fastssl.parallel.engines.torch_optimizer import TorchOptimizerEngine
 from fastssl.parallel.parallelize import prepare
 from fastssl.parallel_dims import ensure_process_group
 from fastssl.registry import ENGINES
