@@ -13,7 +13,6 @@ the default: every rank one data-parallel rank.
 
 from __future__ import annotations
 
-import datetime
 import os
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from fastssl.parallel_dims import ParallelDims
+from fastssl.parallel_dims import ParallelDims, ensure_process_group, global_rank, global_size, group_ready
 
 
 @dataclass
@@ -43,15 +42,7 @@ class World:
 
 
 def is_dist() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def get_rank() -> int:
-    return dist.get_rank() if is_dist() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if is_dist() else 1
+    return group_ready()
 
 
 _DIMS: ParallelDims | None = None
@@ -66,7 +57,7 @@ def set_parallel_dims(dims: ParallelDims | None) -> None:
 def parallel_dims() -> ParallelDims:
     if _DIMS is not None:
         return _DIMS
-    return ParallelDims(1, -1, get_world_size(), get_rank())
+    return ParallelDims(1, -1, global_size(), global_rank())
 
 
 def dp_rank() -> int:
@@ -145,12 +136,10 @@ def init_distributed(backend: str = "auto", device: "str | torch.device" = "auto
     dims = ParallelDims(dp_replicate, dp_shard, world_size, int(os.environ.get("RANK", "0")), dev.type)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world_size > 1 and not is_dist():
-        if backend == "auto":
-            backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    if world_size > 1:
+        ensure_process_group(dev.type, world_size, backend, timeout_s)
     set_parallel_dims(dims)
-    return World(rank=get_rank(), local_rank=local_rank, world_size=get_world_size(), device=dev, dims=dims)
+    return World(rank=global_rank(), local_rank=local_rank, world_size=global_size(), device=dev, dims=dims)
 
 
 def destroy_distributed() -> None:

@@ -20,10 +20,16 @@ them (`set_parallel_dims`) for the code below the trainer. Data-parallel ranks a
 process rank r*dp_shard + s sits at (r, s) and is data-parallel rank r*dp_shard + s. The dims are
 built from the process rank once (`rank`), and nothing else maps process ranks to data-parallel
 ones: a tensor- or pipeline-parallel dim would change only this file.
+
+This module is also the one home of the process group itself: it creates it (`ensure_process_group`:
+torchrun's, or the 1-rank one a sharding engine needs), and it is the
+only module that reads torch.distributed's global rank and world size (`global_rank`,
+`global_size`); everything else asks it, or the dims (tests/test_house.py keeps it so).
 """
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +39,37 @@ from fastssl.config.sections import check_mesh
 from fastssl.errors import FastSSLError
 
 DIM_NAMES = ("dp_replicate", "dp_shard")
+
+
+def group_ready() -> bool:
+    """Whether a process group exists (torchrun's, or a sharding engine's 1-rank one)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def global_rank() -> int:
+    """This process's rank in the default group (0 without one)."""
+    return dist.get_rank() if group_ready() else 0
+
+
+def global_size() -> int:
+    """The number of processes in the default group (1 without one)."""
+    return dist.get_world_size() if group_ready() else 1
+
+
+def ensure_process_group(device_type: str, world_size: int = 1, backend: str = "auto",
+                         timeout_s: int = 1800) -> None:
+    """The default group, unless one exists: torchrun's (env:// rendezvous) for `world_size` > 1,
+    else a 1-rank one, which sharding engines need even on one process
+    (`fastssl.distributed.destroy_distributed` ends either with the run)."""
+    if group_ready():
+        return
+    if backend == "auto":
+        backend = "nccl" if device_type == "cuda" else "gloo"
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if world_size > 1:
+        dist.init_process_group(backend=backend, timeout=timeout)
+    else:
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
 
 
 def resolve_dims(dp_replicate: int, dp_shard: int, world_size: int) -> tuple[int, int]:
@@ -76,7 +113,7 @@ class ParallelDims:
         """The whole data-parallel group (every rank), or None without torch.distributed."""
         # torchtitan flattens the mesh into "dp"; that is every rank here, i.e. the default group
         # (which is what `mesh._flatten("dp")` returns), so no mesh is needed for it.
-        if not (dist.is_available() and dist.is_initialized()):
+        if not group_ready():
             return None
         return dist.group.WORLD
 
@@ -110,7 +147,7 @@ class ParallelDims:
 
     def group_labels(self) -> dict[str, str]:
         """{process-group name: "dp_replicate" | "dp_shard" | "dp"} for the groups this run uses."""
-        if not (dist.is_available() and dist.is_initialized()):
+        if not group_ready():
             return {}
         labels = {}
         if self._mesh is not None:

@@ -242,7 +242,6 @@ def _bench(cfg, world, args, name: str, flops: dict[str, int | None]) -> dict[st
     if not args.no_backbone_baseline:
         row["backbone_images_per_s"] = _backbone_baseline(cfg, views, args, world.device, world.dims.dp_size)
         row["ssl_overhead"] = row["backbone_images_per_s"] / row["images_per_s"]
-    engine.close()
     return row
 
 
@@ -297,8 +296,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 log(args, f"  {name:<6} rank 0: {row['state_mb']:8.1f} MiB state  {row['comm_payload_mb']:8.1f} MiB "
                           f"collectives/step  {row['images_per_s']:8.1f} images/s")
         all_rows = rows
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            gathered = [None] * dist.get_world_size()
+        if world.world_size > 1:
+            gathered = [None] * world.world_size
             dist.all_gather_object(gathered, rows)
             all_rows = [r for rank_rows in gathered for r in rank_rows]
             for r in all_rows:

@@ -28,18 +28,16 @@ import torch.distributed as dist
 
 from fastssl.checkpoint.layout import TRAIN_STATE, prepare_tmp, publish, resolve_checkpoint, step_name, tmp_dir
 from fastssl.checkpoint.rng import rng_state
+from fastssl.distributed import parallel_dims
 from fastssl.errors import FastSSLError, environment_error
+from fastssl.parallel_dims import ParallelDims, global_rank, group_ready
 
 FORMAT = "fastssl-ckpt-v2"
-LEGACY_FORMAT = "fastssl-ckpt-v1"
-
-
-def _dist() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _rank() -> int:
-    return dist.get_rank() if _dist() else 0
+# Checkpoints were one torch.save file each (format v1) until DCP folders replaced them (commit
+# 5bb3290, still version 0.1.0); the last commit that read them is named in the refusal.
+SINGLE_FILE_FORMAT = "fastssl-ckpt-v1"
+SINGLE_FILE_VERSION = "0.1.0"
+LAST_SINGLE_FILE_READER = "81efa73"
 
 
 @contextlib.contextmanager
@@ -52,11 +50,12 @@ def _single_process_is_intended():
 
 def save_checkpoint(out: str | Path, step: int, model: dict[str, torch.Tensor],
                     optim: dict[str, dict[str, torch.Tensor]], train_state: dict[str, Any], keep_last: int,
-                    dp_group=None) -> Path:
+                    dims: ParallelDims | None = None) -> Path:
     """Collective: every rank writes its shards; rank 0 publishes `checkpoints/step_N/` atomically.
 
-    The RNG states are one per rank of `dp_group` (the data-parallel group, `ParallelDims.dp_group`;
-    None: the default group), in its rank order: the trainer restores them by data-parallel rank.
+    The RNG states are one per data-parallel rank of `dims` (None: the registered dims,
+    `fastssl.distributed.parallel_dims()`), in that rank order: the trainer restores them by
+    data-parallel rank.
 
     A write that fails (disk full, read-only or vanished folder) removes the torn `.tmp-step_N/`
     and raises FastSSLError on every rank; the published checkpoints stay as they were.
@@ -68,17 +67,18 @@ def save_checkpoint(out: str | Path, step: int, model: dict[str, torch.Tensor],
     try:
         _on_rank0(lambda: prepare_tmp(out, step))
         with _single_process_is_intended():
-            dcp.save({"model": model, "optim": optim}, checkpoint_id=str(tmp), no_dist=not _dist())
-        rngs = [None] * (dist.get_world_size(dp_group) if _dist() else 1)
-        if _dist():
-            dist.all_gather_object(rngs, rng_state(), group=dp_group)
+            dcp.save({"model": model, "optim": optim}, checkpoint_id=str(tmp), no_dist=not group_ready())
+        dims = dims or parallel_dims()
+        rngs = [None] * (dims.dp_size if group_ready() else 1)
+        if group_ready():
+            dist.all_gather_object(rngs, rng_state(), group=dims.dp_group)
         else:
             rngs[0] = rng_state()
         _on_rank0(lambda: _write_train_state(tmp / TRAIN_STATE, {"format": FORMAT, **train_state, "rng": rngs}))
         # dcp.save returns on rank 0 only after every rank's files are written, so publishing is safe.
         return _on_rank0(lambda: publish(out, step, keep_last))
     except (Exception, CheckpointException) as e:
-        if _rank() == 0:
+        if global_rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         reason = _write_failure(e, Path(out))
         if reason is None:
@@ -111,12 +111,12 @@ def _on_rank0(fn):
     rank is left waiting at the next collective for a save that will never come."""
     box: list[Any] = [None, None]
     error = None
-    if _rank() == 0:
+    if global_rank() == 0:
         try:
             box[0] = fn()
         except Exception as e:  # noqa: BLE001 - shared first, then re-raised as it was
             error, box[1] = e, _write_failure(e, None) or f"{type(e).__name__}: {e}"
-    if _dist():
+    if group_ready():
         dist.broadcast_object_list(box, src=0)
     if error is not None:
         try:
@@ -166,34 +166,37 @@ def _free_space(out: Path | None) -> str:
         return ""
 
 
-def _is_legacy(path: Path) -> bool:
-    return path.is_file()
+def _checkpoint_folder(path: str | Path) -> Path:
+    """`resolve_checkpoint`'s answer, which must be a checkpoint folder: a file is refused, in one
+    line that says what it is."""
+    path = resolve_checkpoint(path)
+    if path.is_file():
+        raise FastSSLError(_not_a_folder(path))
+    return path
 
 
-def _load_legacy(path: Path) -> dict[str, Any]:
+def _not_a_folder(path: Path) -> str:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise FastSSLError(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or not a fastssl checkpoint") from None
-    if not isinstance(state, dict) or state.get("format") != LEGACY_FORMAT:
-        raise FastSSLError(f"{path} is not a fastssl checkpoint; pass a run folder or a checkpoints/step_* folder written by `fastssl train`")
-    return state
+        return f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or not a fastssl checkpoint"
+    if isinstance(state, dict) and state.get("format") == SINGLE_FILE_FORMAT:
+        return (f"{path} was written by fastssl {SINGLE_FILE_VERSION} (single-file format {SINGLE_FILE_FORMAT}), "
+                f"which this version no longer reads; re-export it with fastssl {SINGLE_FILE_VERSION} up to commit "
+                f"{LAST_SINGLE_FILE_READER} (`fastssl export`) or retrain")
+    return f"{path} is not a fastssl checkpoint; pass a run folder or a checkpoints/step_* folder written by `fastssl train`"
 
 
 def read_train_state(path: str | Path) -> dict[str, Any]:
     """step, epoch, bad_steps, config, strategy, world_size, rng (a list, one per rank), path."""
-    path = resolve_checkpoint(path)
-    if _is_legacy(path):
-        state = _load_legacy(path)
-        return {**{k: v for k, v in state.items() if k not in ("model", "optimizer")},
-                "rng": [state.get("rng")], "path": str(path), "legacy": True}
+    path = _checkpoint_folder(path)
     try:
         state = torch.load(path / TRAIN_STATE, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001
         raise FastSSLError(f"cannot read {path / TRAIN_STATE} ({type(e).__name__}); the checkpoint is corrupt") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FastSSLError(f"{path} is not a fastssl checkpoint (format {FORMAT}); pass one written by `fastssl train`")
-    return {**state, "path": str(path), "legacy": False}
+    return {**state, "path": str(path)}
 
 
 def tensor_metadata(path: Path) -> dict[str, Any]:
@@ -211,7 +214,7 @@ def load_in_place(path: Path, state: dict[str, Any]) -> None:
     import torch.distributed.checkpoint as dcp
 
     with _single_process_is_intended():
-        dcp.load(state, checkpoint_id=str(path), no_dist=not _dist())
+        dcp.load(state, checkpoint_id=str(path), no_dist=not group_ready())
 
 
 def check_matches(path: Path, section: str, template: dict[str, Any], what: str, strict: bool = True) -> dict[str, Any]:
@@ -246,10 +249,7 @@ def check_matches(path: Path, section: str, template: dict[str, Any], what: str,
 
 def load_model_weights(method: torch.nn.Module, path: str | Path) -> None:
     """Load every parameter and persistent buffer of the single-device `method` in place."""
-    path = resolve_checkpoint(path)
-    if _is_legacy(path):
-        method.load_state_dict(_load_legacy(path)["model"], strict=True)
-        return
+    path = _checkpoint_folder(path)
     template = method.state_dict()
     check_matches(path, "model", template, "model")
     load_in_place(path, {"model": template})
@@ -266,10 +266,7 @@ def read_tensors(path: str | Path, prefix: str = "model.") -> dict[str, torch.Te
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    path = resolve_checkpoint(path)
-    if _is_legacy(path):
-        flat = {f"model.{k}": v for k, v in _load_legacy(path)["model"].items()}
-        return {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+    path = _checkpoint_folder(path)
     meta = tensor_metadata(path)
     state = {k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in meta.items()
              if k.startswith(prefix) and isinstance(m, TensorStorageMetadata)}
@@ -286,6 +283,6 @@ def load_checkpoint(path: str | Path, optimizer: bool = False) -> dict[str, Any]
     and, with `optimizer=True`, `optim` ({"<name>.<key>": full tensor})."""
     state = read_train_state(path)
     state["model"] = read_tensors(state["path"], "model.")
-    if optimizer and not state["legacy"]:
+    if optimizer:
         state["optim"] = read_tensors(state["path"], "optim.") if has_optimizer_state(Path(state["path"])) else {}
     return state

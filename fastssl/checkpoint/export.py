@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from fastssl.checkpoint.layout import is_single_file_checkpoint
 from fastssl.checkpoint.timm_spec import backbone_spec, create_model_call, load_backbone_call
 from fastssl.errors import FastSSLError
 
@@ -92,7 +93,8 @@ def load_backbone(source: str | Path, weights: str = "online") -> tuple[torch.nn
     """
     path = Path(source)
     # A run folder holds a config.json too (the run's), beside its checkpoints/.
-    is_export = path.is_file() or ((path / "config.json").is_file() and not (path / "checkpoints").is_dir())
+    is_export = ((path.is_file() and not is_single_file_checkpoint(path))  # that one is refused by its reader
+                 or ((path / "config.json").is_file() and not (path / "checkpoints").is_dir()))
     tensors, spec = _read_export(path) if is_export else _read_checkpoint(path, weights)
     return _build(spec, tensors, str(path)), spec
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from fastssl.checkpoint.dcp_io import read_tensors
-from fastssl.checkpoint.layout import TRAIN_STATE
+from fastssl.checkpoint.layout import TRAIN_STATE, is_single_file_checkpoint
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
 
@@ -52,7 +52,7 @@ def read_backbone_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not p.exists():
         raise FastSSLError(f"--model.init={path} does not exist; point it at a timm state_dict, a `fastssl export` "
                            f"file or a fastssl checkpoint")
-    if p.is_dir() or (p.parent / TRAIN_STATE).exists():
+    if p.is_dir() or (p.parent / TRAIN_STATE).exists() or is_single_file_checkpoint(p):  # the last: refused there
         return read_tensors(p, "model.backbone.trunk.")
     try:
         sd = torch.load(p, map_location="cpu", weights_only=True)

@@ -30,7 +30,9 @@ COMPLETE = "COMPLETE"
 TRAIN_STATE = "train_state.pt"
 _NAME = re.compile(r"^step_(\d+)$")
 _TMP_PREFIX = ".tmp-"
-_LEGACY = re.compile(r"^step_(\d+)\.pt$")  # fastssl-ckpt-v1: one torch.save file per checkpoint
+# fastssl-ckpt-v1, one torch.save file per checkpoint: no longer read, but still found, so that
+# loading one is refused by name (dcp_io.py) rather than reported missing.
+_SINGLE_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 
 def checkpoint_dir(out: str | Path) -> Path:
@@ -42,7 +44,7 @@ def step_name(step: int) -> str:
 
 
 def step_of(path: str | Path) -> int:
-    m = _NAME.match(Path(path).name) or _LEGACY.match(Path(path).name)
+    m = _NAME.match(Path(path).name) or _SINGLE_FILE.match(Path(path).name)
     if not m:
         raise FastSSLError(f"{path} is not a checkpoint folder (checkpoints/step_NNNNNNNN)")
     return int(m.group(1))
@@ -53,7 +55,7 @@ def is_complete(path: Path) -> bool:
 
 
 def list_checkpoints(out: str | Path) -> list[Path]:
-    """Complete checkpoints of a run folder, oldest first (legacy .pt files included)."""
+    """Complete checkpoints of a run folder, oldest first (single-file ones included, to be refused)."""
     d = checkpoint_dir(out)
     if not d.is_dir():
         return []
@@ -61,9 +63,13 @@ def list_checkpoints(out: str | Path) -> list[Path]:
     for p in d.iterdir():
         if is_complete(p):
             found.append((int(_NAME.match(p.name).group(1)), p))
-        elif (m := _LEGACY.match(p.name)) and p.is_file():
+        elif (m := _SINGLE_FILE.match(p.name)) and p.is_file():
             found.append((int(m.group(1)), p))
     return [p for _, p in sorted(found)]
+
+
+def is_single_file_checkpoint(path: Path) -> bool:
+    return path.is_file() and _SINGLE_FILE.match(path.name) is not None
 
 
 def latest_checkpoint(out: str | Path) -> Path | None:
@@ -74,13 +80,11 @@ def latest_checkpoint(out: str | Path) -> Path | None:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder, a run folder (its newest checkpoint) or its checkpoints/ folder."""
     p = Path(path)
-    if is_complete(p) or (p.is_file() and _LEGACY.match(p.name)):
-        return p
+    if is_complete(p) or p.is_file():
+        return p  # a file: the loader says what it is, or was
     if p.is_dir() and _NAME.match(p.name):
         raise FastSSLError(f"{p} is an incomplete checkpoint (no {COMPLETE} marker: its save was interrupted); "
                            f"pass the run folder to use its newest complete checkpoint")
-    if p.is_file():
-        return p  # a foreign file: the loader says what it is not
     if p.is_dir():
         for run in (p, p.parent):
             found = latest_checkpoint(run)

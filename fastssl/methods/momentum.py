@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from fastssl.parallel.local_shard import local_tensor
+
 
 def cosine_momentum(step: int, max_steps: int, base: float, final: float = 1.0) -> float:
     """tau_k = final - (final - base) * (cos(pi k / K) + 1) / 2 (BYOL, Sec. 3.3; DINO; MoCo v3)."""
@@ -21,15 +23,6 @@ def cosine_momentum(step: int, max_steps: int, base: float, final: float = 1.0) 
         return base
     progress = min(max(step / max_steps, 0.0), 1.0)
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
-
-
-def local_tensor(t: torch.Tensor) -> torch.Tensor:
-    """The part of `t` this rank holds: a DTensor's local shard, DeepSpeed ZeRO-3's partition."""
-    if hasattr(t, "ds_tensor"):  # DeepSpeed ZeRO-3 partitioned parameter
-        return t.ds_tensor
-    if hasattr(t, "to_local"):  # DTensor (FSDP2)
-        return t.to_local()
-    return t
 
 
 def ema_sources(target: nn.Module, online: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -28,10 +28,10 @@ from fastssl.cluster import sinkhorn_knopp
 from fastssl.config.clustering import SwAVConfig
 from fastssl.distributed import all_gather_no_grad, dp_rank, dp_size
 from fastssl.methods.base import SSLMethod
-from fastssl.methods.momentum import local_tensor
 from fastssl.methods.multicrop import forward_multicrop
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
+from fastssl.parallel.local_shard import local_tensor
 from fastssl.registry import METHODS
 
 

@@ -42,14 +42,14 @@ class Checkpointer:
         t0 = time.perf_counter()
         check_replicas(self.engine)
         plan = self.plan.state_dict()
-        loader = _gather(self.loader.state_dict(epoch, step - epoch * len(self.loader)))
+        loader = _gather(self.loader.state_dict(epoch, step - epoch * len(self.loader)), self.world)
         try:
             self.last = save_checkpoint(self.out, step, self.engine.model_state(), self.engine.optimizer_state(), {
                 "config": self.cfg.to_dict(), "step": step, "epoch": epoch, "bad_steps": bad_steps,
                 "strategy": self.cfg.dist.strategy, "zero_stage": self.cfg.dist.zero_stage,
                 "world_size": self.world.world_size, "time_budget_plan": plan,
                 "planned_total_steps": plan.get("planned_total"), "loader": loader, **self.extra_state(),
-            }, self.cfg.train.keep_last, dp_group=self.world.dims.dp_group)
+            }, self.cfg.train.keep_last, dims=self.world.dims)
         except FastSSLError as e:
             # The user's next question is what survived: the save removed its torn folder, nothing else.
             raise FastSSLError(f"{e}; {self.describe_last()}"
@@ -63,12 +63,12 @@ class Checkpointer:
         return f"the last good checkpoint is {self.last}" if self.last else "no checkpoint was written yet"
 
 
-def _gather(obj: Any) -> list[Any]:
+def _gather(obj: Any, world: World) -> list[Any]:
     """Every rank's `obj`, in rank order (collective); `[obj]` without a process group."""
     if not is_dist():
         return [obj]
     import torch.distributed as dist
 
-    out: list[Any] = [None] * dist.get_world_size()
+    out: list[Any] = [None] * world.world_size
     dist.all_gather_object(out, obj)
     return out

@@ -109,9 +109,6 @@ class Trainer:
         self.step, self.bad_steps, self.images_seen = 0, 0, 0
         resumed = read_train_state(resume_from) if resume_from is not None else None
         if resumed is not None:
-            if resumed["legacy"]:
-                raise FastSSLError(f"{resume_from} is a single-file checkpoint of an older fastssl; resume is only "
-                                   f"possible from checkpoints/step_* folders (use it with `fastssl eval` or start afresh)")
             load_model_weights(method, resume_from)  # full weights, before the engine shards them
         elif cfg.model.init:  # a new run from another's weights; a resume has its own
             report = init_backbone(method, cfg.model.init, cfg.model.name)

@@ -1,4 +1,5 @@
-"""Checkpoint folders on one process: round trip, what is refused, legacy files, eval loading."""
+"""Checkpoint folders on one process: round trip, what is refused (single-file checkpoints of older
+fastssl included), eval loading."""
 
 import errno
 import os
@@ -71,14 +72,52 @@ def test_bad_checkpoints(tmp_path):
         load_checkpoint(junk)
 
 
-def test_legacy_single_file_checkpoint_still_evaluates(tmp_path):
+def _single_file_checkpoint(run):
+    """A checkpoint as fastssl wrote them before DCP folders: one torch.save file (format v1)."""
     cfg = _cfg()
-    m = build_method(cfg)
-    (tmp_path / "checkpoints").mkdir()
-    torch.save({"format": "fastssl-ckpt-v1", "config": cfg.to_dict(), "model": m.state_dict(), "step": 3},
-               tmp_path / "checkpoints" / "step_00000003.pt")
-    m2, _ = load_pretrained(tmp_path)
-    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
+    (run / "checkpoints").mkdir(parents=True)
+    path = run / "checkpoints" / "step_00000003.pt"
+    torch.save({"format": "fastssl-ckpt-v1", "config": cfg.to_dict(), "model": build_method(cfg).state_dict(),
+                "step": 3, "epoch": 0}, path)
+    return path
+
+
+SINGLE_FILE_REFUSAL = (r"step_00000003\.pt was written by fastssl 0\.1\.0 \(single-file format fastssl-ckpt-v1\), "
+                       r"which this version no longer reads; re-export it with fastssl 0\.1\.0 .*`fastssl export`.* "
+                       r"or retrain$")
+
+
+def _export(path):
+    from fastssl.checkpoint.export import load_backbone
+
+    return load_backbone(path)
+
+
+@pytest.mark.parametrize("use", ["eval", "resume", "weights", "init", "export"])
+def test_single_file_checkpoint_is_refused_naming_the_version_that_wrote_it(tmp_path, use):
+    from fastssl.checkpoint import read_train_state
+    from fastssl.checkpoint.init_weights import read_backbone_weights
+
+    load = {"eval": load_pretrained, "resume": read_train_state, "init": read_backbone_weights, "export": _export,
+            "weights": lambda p: load_model_weights(build_method(_cfg()), p)}[use]
+    path = _single_file_checkpoint(tmp_path / "run")
+    for given in (path, tmp_path / "run"):  # the file itself, or the run folder that holds it
+        with pytest.raises(FastSSLError, match=SINGLE_FILE_REFUSAL):
+            load(given)
+
+
+@pytest.mark.parametrize("command", ["export", "eval", "resume"])
+def test_single_file_checkpoint_at_the_cli_is_one_line_and_exit_2(tmp_path, capsys, command):
+    from fastssl.cli import main
+
+    run = tmp_path / "run"
+    _single_file_checkpoint(run)
+    argv = {"export": ["export", "--ckpt", str(run), "--out", str(tmp_path / "backbone.pt")],
+            "eval": ["eval", "knn", "--ckpt", str(run), "--device", "cpu"],
+            "resume": ["train", "--out", str(run), "--resume", "--train.max_steps=1", "--train.progress=false"]}[command]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "written by fastssl 0.1.0 (single-file format" in lines[0], lines
 
 
 def test_checkpoint_from_another_model_names_the_key(tmp_path):

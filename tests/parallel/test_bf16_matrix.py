@@ -151,7 +151,6 @@ def run_method(method_name: str, engine_name: str, precision: str, rank: int, ou
         every = [{} for _ in range(WORLD)]
         dist.all_gather_object(every, mine)  # ZeRO-3's model_state: each rank holds some of them
         result["target_moved"] = sum({k: v for d in every for k, v in d.items()}.values())
-    engine.close()
     return result
 
 

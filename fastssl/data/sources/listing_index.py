@@ -128,6 +128,8 @@ def _process_group() -> tuple[int, Callable[[], None]]:
     data-parallel group's."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.barrier
+    from fastssl.parallel_dims import global_rank, group_ready
+
+    if group_ready():
+        return global_rank(), dist.barrier
     return 0, lambda: None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from fastssl.config import Config
 from fastssl.distributed import World
-from fastssl.errors import FastSSLError
 # Imported in the order `--dist.strategy` lists them; each registers its engine.
 from fastssl.parallel.engines import ddp as _ddp  # noqa: F401
 from fastssl.parallel.engines import fsdp as _fsdp  # noqa: F401, I001
@@ -22,16 +21,10 @@ from fastssl.parallel.engines.base import Engine, StepReport
 from fastssl.registry import ENGINES
 
 
-def check_strategy(cfg: Config) -> None:
-    ENGINES.entry(cfg.dist.strategy)
-    if cfg.dist.zero_stage not in (1, 2, 3):
-        raise FastSSLError(f"--dist.zero_stage={cfg.dist.zero_stage} is not a ZeRO stage; use 1, 2 or 3")
-
-
 def build_engine(cfg: Config, world: World) -> Engine:
-    """The engine for `cfg.dist.strategy`; fails early (one line) on what the user can fix."""
-    check_strategy(cfg)
+    """The engine for `cfg.dist.strategy` (checked, with `--dist.zero_stage`, in `Config.validate()`);
+    fails early (one line) on what the user can fix, such as a missing DeepSpeed."""
     return ENGINES.get(cfg.dist.strategy)(cfg, world)
 
 
-__all__ = ["ENGINES", "Engine", "StepReport", "build_engine", "check_strategy"]
+__all__ = ["ENGINES", "Engine", "StepReport", "build_engine"]

@@ -33,7 +33,6 @@ The training step (fastssl/train/step.py) is written once against this interface
 from __future__ import annotations
 
 import contextlib
-import datetime
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -44,10 +43,11 @@ import torch.distributed as dist
 from torch import nn
 
 from fastssl.config import Config
-from fastssl.distributed import World, is_dist
+from fastssl.distributed import World
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
-from fastssl.methods.momentum import ema_update_, local_tensor
+from fastssl.methods.momentum import ema_update_
+from fastssl.parallel.local_shard import local_tensor
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 
@@ -69,16 +69,6 @@ def precision_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
     if p == "fp32":
         return None
     raise FastSSLError(f"unknown --train.precision={p!r}; use auto, bf16 or fp32")
-
-
-def ensure_process_group(world: World) -> None:
-    """Sharding engines need a process group even on one process: make a 1-rank one if absent
-    (`fastssl.distributed.destroy_distributed` ends it with the run)."""
-    if is_dist():
-        return
-    backend = "nccl" if world.device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
-                            timeout=datetime.timedelta(seconds=1800))
 
 
 def init_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
@@ -124,6 +114,17 @@ def calling(module: nn.Module, fn: Callable | None):
         yield
     finally:
         del module.forward
+
+
+@contextlib.contextmanager
+def sync_switch(set_sync: Callable[[bool], None], enabled: bool):
+    """`set_sync(enabled)` for the body, then back to syncing: FSDP2's gradient sync and
+    DeepSpeed's accumulation boundary are switches on the wrapped model, not context managers."""
+    set_sync(enabled)
+    try:
+        yield
+    finally:
+        set_sync(True)
 
 
 def storage_bytes(tensors: Iterator[torch.Tensor], seen: set[int]) -> int:
@@ -260,23 +261,6 @@ class Engine(ABC):
                 raise RuntimeError(f"{self.name}: an EMA target is sharded unlike its online module "
                                    f"({len(t)} local shards vs {len(o)}); shard both the same way")
 
-    def _clip_and_step(self, params: list[torch.Tensor]) -> StepReport:
-        """DDP and FSDP2: grads are reduced by now; the norm is the same on every rank."""
-        from torch.distributed.tensor import DTensor
-
-        norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
-        if isinstance(norm, DTensor):  # FSDP2: the norm over every shard, already all-reduced
-            norm = norm.full_tensor()
-        if not torch.isfinite(norm):
-            self.zero_grad()
-            return StepReport(norm.detach(), False)
-        self.optimizer.step()
-        self.zero_grad()
-        return StepReport(norm.detach(), True)
-
-    def trainable_parameters(self) -> list[torch.Tensor]:
-        return [p for p in self.method.parameters() if p.requires_grad]
-
     # --- state ---------------------------------------------------------------------------------
     @abstractmethod
     def model_state(self) -> dict[str, torch.Tensor]:
@@ -312,6 +296,3 @@ class Engine(ABC):
         grads = [p.grad for p in params if p.grad is not None]
         optim = [v for s in self.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
         return iter(params), iter(grads), iter(optim)
-
-    def close(self) -> None:
-        pass

@@ -9,14 +9,14 @@ import contextlib
 import torch
 
 from fastssl.methods.base import SSLMethod
-from fastssl.parallel.engines.base import Engine, OptimizerFactory, StepReport
-from fastssl.parallel.engines.torch_state import load_named_optimizer_state, named_optimizer_state
+from fastssl.parallel.engines.base import OptimizerFactory
+from fastssl.parallel.engines.torch_optimizer import TorchOptimizerEngine
 from fastssl.parallel.parallelize import prepare
 from fastssl.registry import ENGINES
 
 
 @ENGINES.register("ddp")
-class DDPEngine(Engine):
+class DDPEngine(TorchOptimizerEngine):
     name = "ddp"
 
     def wrap(self, method: SSLMethod, make_optimizer: OptimizerFactory) -> None:
@@ -35,27 +35,11 @@ class DDPEngine(Engine):
         self.check_fp32_state()
         self.optimizer = make_optimizer(method)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
-
     def gradient_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
         # no_sync: backward accumulates in the local gradients; the next synced backward all-reduces the sum.
         if enabled or self.model is self.method:
             return contextlib.nullcontext()
         return self.model.no_sync()
-
-    def step(self) -> StepReport:
-        # Gradients are identical on every rank after DDP's all-reduce, so is their norm.
-        return self._clip_and_step(self.trainable_parameters())
-
-    def model_state(self) -> dict[str, torch.Tensor]:
-        return self.method.state_dict()
-
-    def optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        return named_optimizer_state(self.method, self.optimizer)
-
-    def load_optimizer_state(self, path) -> None:
-        load_named_optimizer_state(self.method, self.optimizer, path)
 
     @torch.no_grad()
     def eval_forward(self, images: torch.Tensor) -> torch.Tensor:

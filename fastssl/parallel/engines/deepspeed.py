@@ -47,9 +47,10 @@ from fastssl.config import Config
 from fastssl.distributed import World
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
-from fastssl.parallel.engines.base import Engine, OptimizerFactory, StepReport, ensure_process_group, init_optimizer_state
+from fastssl.parallel.engines.base import Engine, OptimizerFactory, StepReport, init_optimizer_state, sync_switch
 from fastssl.parallel.engines.zero_layout import ZeroFreeze, attach_lars, check_lars_layout, flat_groups
 from fastssl.parallel.parallelize import prepare
+from fastssl.parallel_dims import ensure_process_group
 from fastssl.registry import ENGINES
 
 
@@ -116,8 +117,9 @@ class DeepSpeedEngine(Engine):
         self.flat_groups: list = []  # zero_layout.FlatGroup of every flat tensor ZeRO steps
 
     def wrap(self, method: SSLMethod, make_optimizer: OptimizerFactory) -> None:
-        ensure_process_group(self.world)
-        # torchrun sets these; a plain `python -m fastssl train` (one process) does not.
+        ensure_process_group(self.world.device.type)
+        # torchrun sets these; a plain `python -m fastssl train` (one process) does not. DeepSpeed's
+        # engine reads them, and its comm layer adopts the group that exists by now (it makes none).
         for key, value in (("LOCAL_RANK", self.world.local_rank), ("RANK", self.world.rank),
                            ("WORLD_SIZE", self.world.world_size)):
             os.environ.setdefault(key, str(value))
@@ -212,8 +214,7 @@ class DeepSpeedEngine(Engine):
         # The step has scaled each micro-batch's loss by 1 / K already (and GradCache needs none).
         self.model.backward(loss, scale_wrt_gas=False)
 
-    @contextlib.contextmanager
-    def gradient_sync(self, enabled: bool):
+    def gradient_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
         """DeepSpeed's own accumulation boundary: only the boundary micro-batch's backward reduces
         (ZeRO-1/2 partition, ZeRO-3 reduce-scatter) and only then does `model.step` step.
 
@@ -221,11 +222,7 @@ class DeepSpeedEngine(Engine):
         not finite) leaves their gradients in ZeRO-2's accumulators, which `zero_grad` does not
         reach, so the next step adds them (measured: ZeRO-2, K = 4, NaN in the 4th micro-batch).
         Skips at the first micro-batch, GradCache's (before any backward) and stops are exact."""
-        self.model.set_gradient_accumulation_boundary(enabled)
-        try:
-            yield
-        finally:
-            self.model.set_gradient_accumulation_boundary(True)
+        return sync_switch(self.model.set_gradient_accumulation_boundary, enabled)
 
     def step(self) -> StepReport:
         self.model.step()
@@ -241,8 +238,9 @@ class DeepSpeedEngine(Engine):
         """The torch optimizer DeepSpeed steps on its flat fp32 partitions."""
         return self.optimizer.optimizer
 
-    def _my_share(self) -> list[tuple[int, str, nn.Parameter]]:
-        """(index, name, parameter): gathered full tensors are kept by rank index % world_size only."""
+    def _numbered_parameters(self) -> list[tuple[int, str, nn.Parameter]]:
+        """(index, name, parameter) of every parameter: every rank gathers each one (a collective),
+        but keeps its full tensor only where `_keeps(index)`."""
         return [(i, n, p) for i, (n, p) in enumerate(self.method.named_parameters())]
 
     def _keeps(self, i: int) -> bool:
@@ -257,7 +255,7 @@ class DeepSpeedEngine(Engine):
         out = {k: v for k, v in state.items() if k not in dict(self.method.named_parameters())}
         masters = {id(p): m for (_, target), ms in zip(self.method.momentum_pairs(), self.ema_masters)
                    for p, m in zip(target.parameters(), ms)}
-        for i, name, p in self._my_share():
+        for i, name, p in self._numbered_parameters():
             full = self._full_fp32(p, masters.get(id(p)))
             if self.stage < 3 or self._keeps(i):
                 out[name] = full
@@ -301,7 +299,7 @@ class DeepSpeedEngine(Engine):
             return {}
         states = self._flat_state()
         out: dict[str, dict[str, torch.Tensor]] = {}
-        for i, name, p in self._my_share():
+        for i, name, p in self._numbered_parameters():
             if not p.requires_grad:
                 continue
             entry = {k: states[id(p)][k].detach().clone() for k in scalar if k in states[id(p)]}

@@ -28,20 +28,21 @@ import contextlib
 import torch
 
 from fastssl.methods.base import SSLMethod
-from fastssl.parallel.engines.base import Engine, OptimizerFactory, StepReport, ensure_process_group
-from fastssl.parallel.engines.torch_state import load_named_optimizer_state, named_optimizer_state
+from fastssl.parallel.engines.base import OptimizerFactory, sync_switch
+from fastssl.parallel.engines.torch_optimizer import TorchOptimizerEngine
 from fastssl.parallel.parallelize import prepare
+from fastssl.parallel_dims import ensure_process_group
 from fastssl.registry import ENGINES
 
 
 @ENGINES.register("fsdp")
-class FSDPEngine(Engine):
+class FSDPEngine(TorchOptimizerEngine):
     name = "fsdp"
 
     def wrap(self, method: SSLMethod, make_optimizer: OptimizerFactory) -> None:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        ensure_process_group(self.world)
+        ensure_process_group(self.world.device.type)
         method = prepare(method, self.cfg, self.world, compile_per_unit=True,
                          bf16_params=self.compute_dtype is not None)
         kwargs = {"mesh": self.world.dims.fsdp_mesh, "reshard_after_forward": self.cfg.dist.reshard_after_forward}
@@ -68,19 +69,11 @@ class FSDPEngine(Engine):
             return "fsdp fp32"
         return "fsdp MixedPrecisionPolicy(param bf16, reduce fp32)"
 
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
-
-    @contextlib.contextmanager
-    def gradient_sync(self, enabled: bool):
+    def gradient_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
         """Without sync each unit keeps its unsharded gradient and skips its reduce-scatter; the
         last micro-batch's backward reduce-scatters the sum, so a step of K micro-batches moves the
         gradient bytes of one (the comm counter of `fastssl bench step --grad-accum` shows it)."""
-        self.method.set_requires_gradient_sync(enabled)
-        try:
-            yield
-        finally:
-            self.method.set_requires_gradient_sync(True)
+        return sync_switch(self.method.set_requires_gradient_sync, enabled)
 
     def discard_gradients(self) -> None:
         # Gradients held back by gradient_sync(False) live unsharded in FSDP2's parameters, out of
@@ -93,20 +86,6 @@ class FSDPEngine(Engine):
                 fsdp_param._unsharded_param.grad = None
                 fsdp_param.unsharded_accumulated_grad = None
         self.zero_grad()
-
-    def step(self) -> StepReport:
-        # clip_grad_norm_ on DTensor gradients all-reduces the squared norms of the local shards,
-        # so the norm (and the skip decision) is the same on every rank.
-        return self._clip_and_step(self.trainable_parameters())
-
-    def model_state(self) -> dict[str, torch.Tensor]:
-        return self.method.state_dict()  # DTensor shards for parameters, full tensors for buffers
-
-    def optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
-        return named_optimizer_state(self.method, self.optimizer)
-
-    def load_optimizer_state(self, path) -> None:
-        load_named_optimizer_state(self.method, self.optimizer, path)
 
     @torch.no_grad()
     def eval_forward(self, images: torch.Tensor) -> torch.Tensor:
