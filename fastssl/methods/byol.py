@@ -41,7 +41,7 @@ class BYOL(SSLMethod):
     def forward_target(self, x: torch.Tensor) -> torch.Tensor:
         return self.target_projector(self.target_backbone(x))  # [N, proj_dim]
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         x1, x2 = views[0], views[1]  # [N, 3, H, W] each
         # Each view is its own forward pass, as in BYOL's reference code (byol_experiment.py
         # applies the network to view1 and view2 separately), so BatchNorm normalises each
@@ -50,4 +50,4 @@ class BYOL(SSLMethod):
         z1, z2 = self.forward_target(x1), self.forward_target(x2)  # [N, proj_dim] each
         # Symmetric: view 1's prediction regresses view 2's target and vice versa.
         loss = byol_loss(p1, z2) + byol_loss(p2, z1)
-        return {"loss": loss, "momentum": torch.tensor(self.momentum_at(step, max_steps))}
+        return {"loss": loss, "momentum": torch.tensor(self.momentum_at(step, schedule_len))}

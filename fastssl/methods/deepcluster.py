@@ -98,7 +98,7 @@ class DeepClusterV2(SSLMethod):
             getattr(self, f"centroids{h}").copy_(centroids)
         self.clustered_epoch.fill_(epoch)
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         if int(self.clustered_epoch) < 0:
             raise RuntimeError("DeepClusterV2 has no clusters yet: the trainer must call "

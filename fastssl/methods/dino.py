@@ -149,7 +149,7 @@ class DINO(SSLMethod):
         self._batch_centers = []
 
     @torch.no_grad()
-    def commit_step(self, step: int, max_steps: int) -> None:
+    def commit_step(self, step: int, schedule_len: float) -> None:
         """DINOLoss.update_center: c <- m c + (1 - m) mean(teacher_out over the global batch), once
         per step, from the mean of its (equal) micro-batches' centres; only after a successful step
         (a skipped non-finite step leaves it)."""
@@ -159,7 +159,7 @@ class DINO(SSLMethod):
             self.center.copy_(self.center * m + batch_center * (1 - m))
         self._batch_centers = []
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         if len(views) < 2:
             raise FastSSLError(f"DINO needs 2 global views per image, got {len(views)}; the loader must use DINO.view_spec")
         # views: 2 global [n, 3, G, G], then K local [n, 3, l, l]
@@ -169,7 +169,7 @@ class DINO(SSLMethod):
         loss = dino_loss(student_out, teacher_out, self.center, self.cfg.student_temp, temp)
         self._batch_centers.append(self.batch_center(teacher_out))
         return {"loss": loss, "teacher_entropy": self.teacher_entropy(teacher_out, temp),
-                "teacher_temp": torch.tensor(temp), "momentum": torch.tensor(self.momentum_at(step, max_steps))}
+                "teacher_temp": torch.tensor(temp), "momentum": torch.tensor(self.momentum_at(step, schedule_len))}
 
     @torch.no_grad()
     def teacher_entropy(self, teacher_out: torch.Tensor, temp: float) -> torch.Tensor:

@@ -71,7 +71,7 @@ class DINOv2(DINO):
         return frozen
 
     @torch.no_grad()
-    def commit_step(self, step: int, max_steps: int) -> None:
+    def commit_step(self, step: int, schedule_len: float) -> None:
         if self._next_centers is not None:
             self.center.copy_(self._next_centers[0])
             self.ibot_center.copy_(self._next_centers[1])
@@ -109,7 +109,7 @@ class DINOv2(DINO):
                            cfg.mask_sample_probability, step)  # [2, n, L]
         return masks.flatten(0, 1).to(global_crops[0].device)
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         if len(views) < 2:
             raise FastSSLError(f"DINOv2 needs 2 global views per image, got {len(views)}; "
                                "the loader must use DINOv2.view_spec")
@@ -130,4 +130,4 @@ class DINOv2(DINO):
         loss = dino + cfg.ibot_weight * ibot + cfg.koleo_weight * koleo
         return {"loss": loss, "dino_loss": dino.detach(), "ibot_loss": ibot.detach(), "koleo_loss": koleo.detach(),
                 "masked_fraction": masks.float().mean(), "teacher_temp": torch.tensor(temp),
-                "momentum": torch.tensor(self.momentum_at(step, max_steps))}
+                "momentum": torch.tensor(self.momentum_at(step, schedule_len))}

@@ -78,9 +78,9 @@ class IJEPA(SSLMethod):
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.target_encoder)]
 
-    def momentum_at(self, step: int, max_steps: int) -> float:
+    def momentum_at(self, step: int, schedule_len: float) -> float:
         # src/train.py momentum_scheduler: ema[0] + i * (ema[1] - ema[0]) / total iterations, linear.
-        progress = min(max(step / max(max_steps, 1), 0.0), 1.0)
+        progress = min(max(step / max(schedule_len, 1), 0.0), 1.0)
         return self.cfg.momentum_base + (self.cfg.momentum_final - self.cfg.momentum_base) * progress
 
     def shard_units(self) -> list[nn.Module]:
@@ -107,12 +107,12 @@ class IJEPA(SSLMethod):
             return F.mse_loss(z.float(), h.float())
         return F.smooth_l1_loss(z.float(), h.float())
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         imgs = views[0]  # [N, 3, H, W]: the one view
         ctx_idx, tgt_idx = multiblock_masks(self.masks, imgs.shape[0], step, imgs.device)  # [N, Lc], [M, N, Lt]
         h = self.forward_target(imgs, tgt_idx)  # [M, N, Lt, D]
         z = self.forward_context(imgs, ctx_idx, tgt_idx)  # [M, N, Lt, D]
         loss = self.forward_loss(z, h)
-        return {"loss": loss, "momentum": torch.tensor(self.momentum_at(step, max_steps)),
+        return {"loss": loss, "momentum": torch.tensor(self.momentum_at(step, schedule_len)),
                 "context_patches": torch.tensor(float(ctx_idx.shape[1])),
                 "target_patches": torch.tensor(float(tgt_idx.shape[2]))}

@@ -141,7 +141,7 @@ class MAE(SSLMethod):
         loss = loss.mean(dim=-1)  # [N, L], per patch
         return (loss * mask).sum() / mask.sum()
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         imgs = views[0]  # [N, 3, H, W]: MAE's single view
         latent, mask, ids_restore = self.forward_encoder(imgs, self.cfg.mask_ratio, step)
         pred = self.forward_decoder(latent, ids_restore)  # [N, L, p*p*3]

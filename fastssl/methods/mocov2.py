@@ -114,7 +114,7 @@ class MoCoV2(SSLMethod):
         labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)  # the positive is column 0
         return F.cross_entropy(logits.float(), labels)
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         x1, x2 = views[0], views[1]  # [n, 3, H, W] each
         self._check_batch(x1.shape[0])
         if self.cfg.symmetric:
@@ -136,7 +136,7 @@ class MoCoV2(SSLMethod):
         self._pending_keys = []
 
     @torch.no_grad()
-    def commit_step(self, step: int, max_steps: int) -> None:
+    def commit_step(self, step: int, schedule_len: float) -> None:
         """Enqueue the step's global keys over the oldest ones (the queue is a ring of K slots)."""
         if self.cfg.bn == "shuffle":
             average_bn_statistics_(self)  # per-rank BN statistics -> the same on every replica

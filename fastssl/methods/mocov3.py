@@ -67,7 +67,7 @@ class MoCoV3(SSLMethod):
         t = self.cfg.temperature
         return info_nce(q, k, temperature=t, impl=self.cfg.loss_impl, gather_distributed=True) * (2 * t)
 
-    def embed(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> list[torch.Tensor]:
+    def embed(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> list[torch.Tensor]:
         x1, x2 = views[0], views[1]  # [n, 3, H, W] each
         # Each view is its own pass, as in builder.py, so BN normalises each view's batch alone.
         q1, q2 = self.forward_query(x1), self.forward_query(x2)  # [n, d] each
@@ -75,12 +75,12 @@ class MoCoV3(SSLMethod):
         return [q1, q2, k1, k2]
 
     def loss_on_embeddings(self, embeddings: list[torch.Tensor], step: int = 0,
-                           max_steps: int = 1) -> dict[str, torch.Tensor]:
+                           schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         q1, q2, k1, k2 = embeddings  # [N, d] each
         loss = self.forward_loss(q1, k2) + self.forward_loss(q2, k1)
         with torch.no_grad():
             pos_sim = (F.cosine_similarity(q1.float(), k2.float()).mean() + F.cosine_similarity(q2.float(), k1.float()).mean()) / 2
-        return {"loss": loss, "pos_sim": pos_sim, "momentum": torch.tensor(self.momentum_at(step, max_steps))}
+        return {"loss": loss, "pos_sim": pos_sim, "momentum": torch.tensor(self.momentum_at(step, schedule_len))}
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
-        return self.loss_on_embeddings(self.embed(views, step, max_steps), step, max_steps)
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
+        return self.loss_on_embeddings(self.embed(views, step, schedule_len), step, schedule_len)

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 
-def cosine_momentum(step: int, max_steps: int, base: float, final: float = 1.0) -> float:
+def cosine_momentum(step: int, schedule_len: float, base: float, final: float = 1.0) -> float:
     """tau_k = final - (final - base) * (cos(pi k / K) + 1) / 2 (BYOL, Sec. 3.3; DINO; MoCo v3)."""
-    if max_steps <= 0:
+    if schedule_len <= 0:
         return base
-    progress = min(max(step / max_steps, 0.0), 1.0)
+    progress = min(max(step / schedule_len, 0.0), 1.0)
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
 
 

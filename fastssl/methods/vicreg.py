@@ -32,7 +32,7 @@ class VICReg(SSLMethod):
     def forward_encoder(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.backbone(x))  # [N, proj_dim]
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         x1, x2 = views[0], views[1]  # [N, 3, H, W] each
         # Each view is its own pass, as main_vicreg.py (`x = self.projector(self.backbone(x))`,
         # then the same for y), so BatchNorm normalises each view's batch on its own.

@@ -204,7 +204,7 @@ class Trainer:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         at = self.plan.at(self.step)
         lr = lr_at(at.step, at.total, at.warmup, self.peak_lr, cfg.optim.min_lr_ratio)
-        result = train_step(self.engine, self.method, views, self.step, at.momentum_len, epoch, lr, self.guard,
+        result = train_step(self.engine, self.method, views, self.step, at.schedule_len, epoch, lr, self.guard,
                             stop_requested=self.stop.requested, accum_steps=cfg.train.grad_accum_steps,
                             grad_cache=self.grad_cache)
         if result.status == STOPPED:

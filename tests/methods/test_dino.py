@@ -86,7 +86,7 @@ def test_last_layer_frozen_in_first_epoch_only():
     m.configure_schedule(steps_per_epoch=5, total_steps=20)
     for epoch, step in [(0, 4), (1, 5)]:
         m.zero_grad(set_to_none=True)
-        m(_views(), step=step, max_steps=20)["loss"].backward()
+        m(_views(), step=step, schedule_len=20)["loss"].backward()
         assert all(p.grad is not None for p in m.head.last_layer.parameters())
         m.after_backward(step, epoch)
         last = list(m.head.last_layer.parameters())
@@ -119,7 +119,7 @@ def test_teacher_temperature_schedule_matches_main_dino(warmup_epochs):
         assert m.teacher_temp_at(e) == pytest.approx(ref[e])
     # forward reads the epoch off the step with the schedule set by configure_schedule
     m.configure_schedule(steps_per_epoch=3, total_steps=30)
-    out = m(_views(), step=7, max_steps=30)  # epoch 2
+    out = m(_views(), step=7, schedule_len=30)  # epoch 2
     assert out["teacher_temp"].item() == pytest.approx(ref[2])
 
 

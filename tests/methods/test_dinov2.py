@@ -132,7 +132,7 @@ def test_koleo_is_finite_with_duplicate_rows():
 @pytest.mark.parametrize("separate", [False, True])
 def test_heads_teacher_and_frozen_last_layers(separate):
     m = build_method(_cfg(ibot_separate_head=separate))
-    out = m(_views(), step=0, max_steps=10)
+    out = m(_views(), step=0, schedule_len=10)
     expected = out["dino_loss"] + m.cfg.ibot_weight * out["ibot_loss"] + 0.1 * out["koleo_loss"]
     torch.testing.assert_close(out["loss"].detach(), expected)
     out["loss"].backward()
