@@ -26,6 +26,7 @@ from fastssl.config import DINOConfig
 from fastssl.distributed import all_reduce_mean
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
+from fastssl.methods.multicrop import forward_multicrop
 from fastssl.models.backbone import Backbone
 from fastssl.models.dino_head import DINOHead
 from fastssl.registry import METHODS
@@ -33,21 +34,6 @@ from fastssl.registry import METHODS
 if TYPE_CHECKING:
     from fastssl.config import Config
     from fastssl.data.views import ViewSpec
-
-
-def multicrop_forward(backbone: nn.Module, head: nn.Module, crops: list[torch.Tensor]) -> torch.Tensor:
-    """DINO's MultiCropWrapper: one backbone pass per run of same-size crops, one head pass for all.
-
-    crops: [n, 3, S_i, S_i] each -> [len(crops) * n, out_dim], crop-major (crop 0's n rows first).
-    """
-    feats, start = [], 0
-    while start < len(crops):
-        end = start
-        while end < len(crops) and crops[end].shape[-2:] == crops[start].shape[-2:]:
-            end += 1
-        feats.append(backbone(torch.cat(crops[start:end])))  # [(end - start) n, D]
-        start = end
-    return head(torch.cat(feats))
 
 
 def dino_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, center: torch.Tensor,
@@ -131,11 +117,11 @@ class DINO(SSLMethod):
 
     # --- forward ---------------------------------------------------------------------------------
     def forward_student(self, crops: list[torch.Tensor]) -> torch.Tensor:
-        return multicrop_forward(self.backbone, self.head, crops)  # [(2 + K) n, out]
+        return forward_multicrop(self.backbone, crops, head=self.head)  # [(2 + K) n, out]
 
     @torch.no_grad()
     def forward_teacher(self, global_crops: list[torch.Tensor]) -> torch.Tensor:
-        return multicrop_forward(self.teacher_backbone, self.teacher_head, global_crops)  # [2 n, out]
+        return forward_multicrop(self.teacher_backbone, global_crops, head=self.teacher_head)  # [2 n, out]
 
     @torch.no_grad()
     def batch_center(self, teacher_out: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ from fastssl.losses.ibot import ibot_patch_loss
 from fastssl.losses.koleo import koleo_loss
 from fastssl.methods.block_masking import draw_masks
 from fastssl.methods.dino import DINO, crop_pairs_loss
+from fastssl.methods.multicrop import forward_multicrop
 from fastssl.methods.teacher_targets import batch_mean, centered_softmax, sinkhorn_targets
 from fastssl.models.backbone import Backbone
 from fastssl.models.dino_head import DINOHead
@@ -121,7 +122,8 @@ class DINOv2(DINO):
         t_cls, t_patch = self.teacher_targets(globals_, masks, temp)  # [2 n, out], [M, out']
 
         s = self.backbone.tokens(globals_, masks, self.mask_token)  # the student sees masked globals
-        cls = [s.cls] + ([self.backbone.tokens(torch.cat(locals_)).cls] if locals_ else [])  # [2 n, D], [K n, D]
+        local_cls = [forward_multicrop(lambda x: self.backbone.tokens(x).cls, locals_)] if locals_ else []  # [K n, D]
+        cls = [s.cls] + local_cls  # [2 n, D], [K n, D]
         s_cls, s_patch = self.heads(torch.cat(cls), s.patches[masks], teacher=False)  # [(2 + K) n, out], [M, out']
 
         dino = crop_pairs_loss(s_cls, t_cls, cfg.student_temp)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fastssl.config import Config
 from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
-from fastssl.methods.dino import DINO, dino_loss, multicrop_forward
+from fastssl.methods.dino import DINO, dino_loss
 from fastssl.methods.momentum import cosine_momentum, ema_update_
 from fastssl.models.dino_head import DINOHead, WeightNormLinear
 
@@ -66,19 +66,6 @@ def test_teacher_sees_only_global_crops_and_student_sees_all():
     h1.remove(), h2.remove()
     assert teacher_in == [(8, 3, 16, 16)]  # both global crops, one pass
     assert student_in == [(8, 3, 16, 16), (12, 3, 8, 8)]  # one pass per resolution (MultiCropWrapper)
-
-
-def test_multicrop_forward_groups_runs_of_equal_size():
-    calls = []
-
-    def backbone(x):
-        calls.append(x.shape[-1])
-        return x.mean(dim=(1, 2, 3)).unsqueeze(1)  # [n, 1]
-
-    crops = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 8, 8)]
-    out = multicrop_forward(backbone, torch.nn.Identity(), crops)
-    assert calls == [8, 4, 8]
-    torch.testing.assert_close(out[:, 0], torch.cat([c.mean(dim=(1, 2, 3)) for c in crops]))
 
 
 def test_last_layer_frozen_in_first_epoch_only():
