@@ -42,11 +42,18 @@ A method is a single-device `nn.Module` (no DDP/FSDP/DeepSpeed inside) with:
   (not when resuming mid-epoch), with `images()` yielding this rank's disjoint share of the
   training set (`fastssl.cluster.training_images`); DeepCluster v2 clusters it. Default: no-op.
 
-Class attributes: `needs_pairs` (contrastive losses need >= 2 samples per rank, and so per
-micro-batch), `couples_samples` (the loss of a sample depends on the other samples of the batch:
-in-batch negatives). A method that couples samples splits its forward into two steps, so that
-GradCache (fastssl/train/grad_cache.py) can accumulate it exactly, and its forward is their
-composition:
+Class attributes:
+
+- `needs_pairs`: the loss needs >= 2 samples in each rank's micro-batch (in-batch negatives,
+  batch statistics). The loaders refuse fewer than 2 images per rank for every method, but
+  `--train.grad_accum_steps` cuts a rank's batch into micro-batches that can still hold one:
+  fastssl/train/accumulation.py `check_accumulation` reads it, where the data-parallel size is
+  known (`Config.validate` runs before there is a world);
+- `needs_vit`: the method works on patch tokens (MAE, I-JEPA, DINOv2); `Config.validate` reads it;
+- `couples_samples`: the loss of a sample depends on the other samples of the batch (in-batch
+  negatives). A method that couples samples splits its forward into two steps, so that
+  GradCache (fastssl/train/grad_cache.py) can accumulate it exactly, and its forward is their
+  composition:
 
 - `embed(views, step, schedule_len) -> list[Tensor]`: the micro-batch's embeddings, each [n, ...]
   (SimCLR's z1, z2; MoCo v3's queries and keys); those with a gradient are what GradCache
@@ -76,6 +83,7 @@ class SSLMethod(nn.Module):
     """Base class of every method; the defaults fit a method with no EMA target and two views."""
 
     needs_pairs: ClassVar[bool] = False
+    needs_vit: ClassVar[bool] = False
     couples_samples: ClassVar[bool] = False
 
     def __init__(self, backbone: "Backbone", cfg: "MethodConfig"):

@@ -39,9 +39,10 @@ from fastssl.registry import METHODS
 @METHODS.register("dinov2", config=DINOv2Config)
 class DINOv2(DINO):
     needs_pairs = True  # KoLeo needs a neighbour on every rank
+    needs_vit = True  # masked patch tokens (iBOT); Config.validate refuses a ResNet
 
     def __init__(self, backbone: Backbone, cfg: DINOv2Config):
-        dim = backbone.embed_dim  # a ViT only: FastSSLError otherwise
+        dim = backbone.embed_dim
         super().__init__(backbone, cfg)
         # dinov2/models/vision_transformer.py: mask_token = zeros(1, embed_dim). Kept here, not in
         # the backbone, so that exported backbones are plain timm ViTs.

@@ -38,10 +38,9 @@ if TYPE_CHECKING:
 
 @METHODS.register("ijepa", config=IJEPAConfig)
 class IJEPA(SSLMethod):
+    needs_vit = True  # Config.validate refuses a ResNet
+
     def __init__(self, backbone: Backbone, cfg: IJEPAConfig):
-        if not backbone.is_vit:
-            raise FastSSLError(f"method.name=ijepa needs a ViT backbone, got model.name={backbone.name}; "
-                               "set --model.name=vit_nano (CPU), vit_small, vit_base or vit_huge")
         super().__init__(backbone, cfg)
         side = math.isqrt(backbone.num_patches)  # fastssl's images are square
         self.masks = MaskSpec((side, side), cfg.num_targets, tuple(cfg.target_scale), tuple(cfg.target_aspect),

@@ -76,16 +76,15 @@ def random_masking(x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | Non
 
 @METHODS.register("mae", config=MAEConfig)
 class MAE(SSLMethod):
+    needs_vit = True  # Config.validate refuses a ResNet
+
     def __init__(self, backbone: Backbone, cfg: MAEConfig):
-        if not backbone.is_vit:
-            raise FastSSLError(f"method.name=mae needs a ViT backbone, got model.name={backbone.name}; "
-                               "set --model.name=vit_nano (CPU), vit_tiny, vit_small or vit_base")
         super().__init__(backbone, cfg)
-        vit = backbone.trunk
-        self.grid = tuple(int(g) for g in vit.patch_embed.grid_size)  # (h, w) patches
         if int(backbone.num_patches * (1 - cfg.mask_ratio)) < 1:
             raise FastSSLError(f"method.mask_ratio={cfg.mask_ratio} leaves no visible patch out of {backbone.num_patches}; "
                                "lower --method.mask_ratio or --model.patch_size")
+        vit = backbone.trunk
+        self.grid = tuple(int(g) for g in vit.patch_embed.grid_size)  # (h, w) patches
         # models_mae.py: the encoder's position embedding is the fixed 2-D sine-cosine one too
         # (frozen; fine-tuning unfreezes it, as MAE's main_finetune does by building a fresh ViT).
         with torch.no_grad():

@@ -96,11 +96,6 @@ class Trainer:
         check_accumulation(cfg, world, type(method))
         self.grad_cache = grad_cache_on(cfg, type(method))
         self.loader = build_pretrain_loader(cfg, world, views=type(method).view_spec(cfg))
-        if method.needs_pairs and self.loader.batch_size < 2:
-            raise FastSSLError(
-                f"{cfg.method.name} needs at least 2 images per rank for negatives, got {self.loader.batch_size}; "
-                f"raise --train.batch_size to at least {2 * world.dims.dp_size}"
-            )
         self.steps_per_epoch = len(self.loader)
         self.peak_lr = scaled_lr(cfg.optim, cfg.train.batch_size)
         warmup_steps = int(round(cfg.optim.warmup_epochs * self.steps_per_epoch))

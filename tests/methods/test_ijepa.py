@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from fastssl.config import Config
+from fastssl.config import Config, validate
 from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
 from fastssl.methods.ijepa import IJEPA
@@ -127,8 +127,8 @@ def test_shard_units_are_encoder_target_and_predictor_blocks():
 
 
 def test_ijepa_on_a_resnet_is_rejected():
-    with pytest.raises(FastSSLError, match="--model.name"):
-        _method(model="resnet-tiny")
+    with pytest.raises(FastSSLError, match="--model.name=vit"):
+        validate(_cfg(model="resnet-tiny"))
 
 
 def test_blocks_larger_than_the_grid_are_rejected():
