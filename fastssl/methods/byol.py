@@ -7,14 +7,13 @@ engine runs the shared EMA update after each optimizer step). No gradient reache
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from fastssl.config import BYOLConfig
 from fastssl.losses import byol_loss
 from fastssl.methods.base import SSLMethod
+from fastssl.methods.momentum import frozen_copy
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
 from fastssl.registry import METHODS
@@ -26,10 +25,7 @@ class BYOL(SSLMethod):
         super().__init__(backbone, cfg)
         self.projector = mlp(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers)
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden_dim, cfg.proj_dim, cfg.pred_layers)
-        self.target_backbone = copy.deepcopy(backbone)
-        self.target_projector = copy.deepcopy(self.projector)
-        for p in [*self.target_backbone.parameters(), *self.target_projector.parameters()]:
-            p.requires_grad_(False)
+        self.target_backbone, self.target_projector = frozen_copy(backbone), frozen_copy(self.projector)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.target_backbone), (self.projector, self.target_projector)]

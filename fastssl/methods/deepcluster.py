@@ -29,7 +29,6 @@ Needs the trainer to call `on_epoch_start(epoch, images)` before each epoch's fi
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, Iterable
 
 import torch
@@ -39,7 +38,7 @@ from torch import nn
 from fastssl.cluster import assign_nearest, spherical_kmeans
 from fastssl.config.clustering import DeepClusterV2Config
 from fastssl.methods.base import SSLMethod
-from fastssl.methods.momentum import ema_update_
+from fastssl.methods.momentum import ema_update_, frozen_copy
 from fastssl.methods.multicrop import forward_multicrop
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
@@ -51,10 +50,7 @@ class DeepClusterV2(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: DeepClusterV2Config):
         super().__init__(backbone, cfg)
         self.projector = mlp(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, 2)
-        self.snapshot_backbone = copy.deepcopy(backbone)
-        self.snapshot_projector = copy.deepcopy(self.projector)
-        for p in [*self.snapshot_backbone.parameters(), *self.snapshot_projector.parameters()]:
-            p.requires_grad_(False)
+        self.snapshot_backbone, self.snapshot_projector = frozen_copy(backbone), frozen_copy(self.projector)
         for h, k in enumerate(cfg.ks()):
             self.register_buffer(f"centroids{h}", torch.zeros(k, cfg.proj_dim))  # head h's prototypes
         self.register_buffer("clustered_epoch", torch.tensor(-1, dtype=torch.long))

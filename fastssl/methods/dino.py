@@ -15,7 +15,6 @@ cancel_gradients_last_layer).
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,6 +25,7 @@ from fastssl.config import DINOConfig
 from fastssl.distributed import all_reduce_mean
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
+from fastssl.methods.momentum import frozen_copy
 from fastssl.methods.multicrop import forward_multicrop
 from fastssl.models.backbone import Backbone
 from fastssl.models.dino_head import DINOHead
@@ -69,10 +69,7 @@ class DINO(SSLMethod):
                              cfg.proj_layers, cfg.norm_last_layer, cfg.use_bn_in_head)
         # The teacher starts as a copy of the student (main_dino.py loads the student's weights)
         # and gets no gradient; it has no stochastic depth (main_dino.py builds it without).
-        self.teacher_backbone = copy.deepcopy(backbone)
-        self.teacher_head = copy.deepcopy(self.head)
-        for p in [*self.teacher_backbone.parameters(), *self.teacher_head.parameters()]:
-            p.requires_grad_(False)
+        self.teacher_backbone, self.teacher_head = frozen_copy(backbone), frozen_copy(self.head)
         for m in self.teacher_backbone.modules():
             if hasattr(m, "drop_prob"):  # timm DropPath
                 m.drop_prob = 0.0

@@ -18,8 +18,6 @@ crops only (as there), so it is the one term whose value depends on the world si
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
@@ -29,6 +27,7 @@ from fastssl.losses.ibot import ibot_patch_loss
 from fastssl.losses.koleo import koleo_loss
 from fastssl.methods.block_masking import draw_masks
 from fastssl.methods.dino import DINO, crop_pairs_loss
+from fastssl.methods.momentum import frozen_copy
 from fastssl.methods.multicrop import forward_multicrop
 from fastssl.methods.teacher_targets import batch_mean, centered_softmax, sinkhorn_targets
 from fastssl.models.backbone import Backbone
@@ -51,7 +50,7 @@ class DINOv2(DINO):
         if cfg.ibot_separate_head:
             self.ibot_head = DINOHead(dim, cfg.ibot_out_dim, cfg.proj_hidden_dim, cfg.bottleneck_dim,
                                       cfg.proj_layers, cfg.norm_last_layer, cfg.use_bn_in_head)
-            self.teacher_ibot_head = copy.deepcopy(self.ibot_head).requires_grad_(False)
+            self.teacher_ibot_head = frozen_copy(self.ibot_head)
         patch_dim = cfg.ibot_out_dim if cfg.ibot_separate_head else cfg.out_dim
         self.register_buffer("ibot_center", torch.zeros(1, patch_dim))  # iBOTPatchLoss.center
         self._next_centers: tuple[torch.Tensor, torch.Tensor] | None = None

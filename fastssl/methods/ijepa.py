@@ -15,7 +15,6 @@ to 1. Masks: `fastssl.methods.ijepa_masks`.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from fastssl.config.ijepa import IJEPAConfig
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
 from fastssl.methods.ijepa_masks import MaskSpec, multiblock_masks, smallest_block
+from fastssl.methods.momentum import frozen_copy
 from fastssl.models.backbone import Backbone
 from fastssl.models.ijepa_predictor import IJEPAPredictor, gather_tokens
 from fastssl.registry import METHODS
@@ -49,9 +49,7 @@ class IJEPA(SSLMethod):
         backbone.fix_sincos_positions()
         backbone.drop_class_token()
         self.predictor = IJEPAPredictor(backbone.embed_dim, cfg.pred_dim, cfg.pred_depth, cfg.pred_heads, (side, side))
-        self.target_encoder = copy.deepcopy(backbone)
-        for p in self.target_encoder.parameters():
-            p.requires_grad_(False)
+        self.target_encoder = frozen_copy(backbone)
 
     def _check_blocks_fit(self) -> None:
         tgt, ctx = smallest_block(self.masks)

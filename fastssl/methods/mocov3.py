@@ -17,8 +17,6 @@ which the paper found to remove the training instability of ViTs.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +24,7 @@ from torch import nn
 from fastssl.config import MoCoV3Config
 from fastssl.losses import info_nce
 from fastssl.methods.base import SSLMethod
+from fastssl.methods.momentum import frozen_copy
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
 from fastssl.registry import METHODS
@@ -47,10 +46,7 @@ class MoCoV3(SSLMethod):
         layers = cfg.proj_layers or (3 if vit else 2)
         self.projector = mlp(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, layers, last_bn=True)
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden_dim, cfg.proj_dim, 2, last_bn=vit)
-        self.momentum_backbone = copy.deepcopy(backbone)
-        self.momentum_projector = copy.deepcopy(self.projector)
-        for p in [*self.momentum_backbone.parameters(), *self.momentum_projector.parameters()]:
-            p.requires_grad_(False)
+        self.momentum_backbone, self.momentum_projector = frozen_copy(backbone), frozen_copy(self.projector)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]

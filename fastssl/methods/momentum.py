@@ -9,6 +9,7 @@ shard i of the target is updated from shard i of the online module, and nothing 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -21,6 +22,11 @@ def cosine_momentum(step: int, schedule_len: float, base: float, final: float = 
         return base
     progress = min(max(step / schedule_len, 0.0), 1.0)
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """An EMA target's start: a copy of its online module that takes no gradient."""
+    return copy.deepcopy(module).requires_grad_(False)
 
 
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
