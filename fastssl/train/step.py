@@ -97,8 +97,10 @@ def train_step(engine: Engine, method: SSLMethod, views: list[torch.Tensor], ste
                epoch: int, lr: float, guard: BatchNormGuard, stop_requested: bool = False,
                on_grads: Callable[[], None] | None = None, accum_steps: int = 1,
                grad_cache: bool = False) -> StepOutcome:
-    """`views`: this rank's whole batch, cut into `accum_steps` micro-batches here. `on_grads`
-    runs between backward and the optimizer step (bench step's memory probe)."""
+    """`views`: this rank's whole batch, cut into `accum_steps` micro-batches here. `schedule_len`:
+    the length of the methods' step / schedule_len schedules (EMA momentum, fastssl/methods/base.py),
+    the plan's `ScheduleAt.schedule_len`, a float after a time-budget re-plan; not --train.max_steps.
+    `on_grads` runs between backward and the optimizer step (bench step's memory probe)."""
     engine.set_lr(lr)
     guard.save()
     method.start_step()
