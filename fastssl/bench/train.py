@@ -67,7 +67,7 @@ def method_flops_per_image(cfg, device, per_view: int = 2) -> float:
     views = [torch.randn(per_view, 3, v.size, v.size, generator=g).to(device)
              for v in type(method).view_spec(cfg).views]
     with FlopCounterMode(display=False) as fc:
-        method(views, step=0, max_steps=1)["loss"].backward()
+        method(views, step=0, schedule_len=1.0)["loss"].backward()
     flops = fc.get_total_flops()
     del method, views
     if device.type == "cuda":

@@ -155,7 +155,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 def validate(cfg: Config) -> Config:
     """Every check on values alone, run by `fastssl config` and by `train` before any work; each
     error names the key to change. (What depends on the world size is checked at start.)"""
-    from fastssl.registry import BACKBONES, ENGINES, SOURCES
+    from fastssl.registry import BACKBONES, ENGINES, METHODS, SOURCES
 
     for key, problem in cfg.method.check():
         raise FastSSLError(f"--method.{key} {problem}")
@@ -164,6 +164,9 @@ def validate(cfg: Config) -> Config:
     for key, registry in (("model.name", BACKBONES), ("dist.strategy", ENGINES)):
         registry.entry(_get(cfg, key))
     is_vit = BACKBONES.entry(cfg.model.name).meta["family"] == "vit"
+    if METHODS.get(cfg.method.name).needs_vit and not is_vit:
+        raise FastSSLError(f"--method.name={cfg.method.name} needs a ViT backbone, got --model.name={cfg.model.name}; "
+                           "set --model.name=vit_nano (CPU), vit_small or vit_base")
     if cfg.model.registers and not is_vit:
         raise FastSSLError(f"--model.registers={cfg.model.registers} needs a ViT, but --model.name={cfg.model.name}; "
                            f"set --model.registers=0 or a ViT model")

@@ -14,28 +14,14 @@ import torch
 
 from fastssl.config.noncontrastive import BarlowTwinsConfig
 from fastssl.losses import barlow_twins_loss
-from fastssl.methods.base import SSLMethod
-from fastssl.models.backbone import Backbone
-from fastssl.models.heads import mlp
+from fastssl.methods.expander import ExpanderMethod
 from fastssl.registry import METHODS
 
 
 @METHODS.register("barlowtwins", config=BarlowTwinsConfig)
-class BarlowTwins(SSLMethod):
-    needs_pairs = True  # the batch normalisation in the loss needs >= 2 samples
-
-    def __init__(self, backbone: Backbone, cfg: BarlowTwinsConfig):
-        super().__init__(backbone, cfg)
-        self.projector = mlp(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, cfg.proj_layers,
-                             last_bias=False)
-
-    def forward_encoder(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.backbone(x))  # [N, proj_dim]
-
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
-        x1, x2 = views[0], views[1]  # [N, 3, H, W] each
-        # Each view is its own pass, as main.py (`z1 = self.projector(self.backbone(y1))`, then y2).
-        z1, z2 = self.forward_encoder(x1), self.forward_encoder(x2)  # [N, D] each
+class BarlowTwins(ExpanderMethod):
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
+        z1, z2 = self.project_views(views)  # [N, D] each
         loss = barlow_twins_loss(z1, z2, self.cfg.lambd)
         with torch.no_grad():
             # Mean per-feature std of the raw projections: near 0 signals a collapsed projector.

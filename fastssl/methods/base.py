@@ -3,16 +3,17 @@
 A method is a single-device `nn.Module` (no DDP/FSDP/DeepSpeed inside) with:
 
 - `backbone`: a `fastssl.models.backbone.Backbone`, the part kept for downstream use;
-- `forward(views, step, max_steps) -> dict`: "loss" plus detached scalars to log. `step` is the
-  real step (it seeds per-step draws and gives the epoch); `step / max_steps` is the schedule's
-  progress, which is all `max_steps` may be used for: after a time-budget re-plan
-  (fastssl/train/time_budget.py) it is a float that moves from step to step;
+- `forward(views, step, schedule_len) -> dict`: "loss" plus detached scalars to log. `step` is the
+  real step (it seeds per-step draws and gives the epoch); `step / schedule_len` is the progress
+  of the EMA / teacher schedules, which is all `schedule_len` may be used for. It is not
+  `--train.max_steps` nor the planned step count: after a time-budget re-plan
+  (fastssl/train/time_budget.py `schedule_length`) it is a float that moves from step to step;
 - `view_spec(cfg)` (classmethod): the views the data backends make for it (two views, multi-crop,
   one view), as a `fastssl.data.views.ViewSpec`;
 - `momentum_pairs()`: `(online, target)` module pairs whose target is an EMA of the online
   module. The engine shards each target exactly like its online module and runs the one shared
   EMA update (`fastssl.methods.momentum.ema_update_`) shard by shard after each optimizer step,
-  with the momentum `momentum_at(step, max_steps)`;
+  with the momentum `momentum_at(step, schedule_len)`;
 - `shard_units()`: modules the engines wrap one by one (FSDP2 `fully_shard`, activation
   checkpointing): the backbone's blocks, and those of every target backbone; the root is
   wrapped last by the engine;
@@ -28,7 +29,7 @@ A method is a single-device `nn.Module` (no DDP/FSDP/DeepSpeed inside) with:
 - `fp32_state()`: tensors (buffers) accumulated over many steps that must stay fp32 whatever the
   compute precision, as EMA targets do: DINO's centre, MoCo's queue. Engines keep them fp32 and
   check it after wrapping (a bf16 EMA rounds away increments under 2^-9 of the value);
-- `commit_step(step, max_steps)`: state that only a *successful* step may change (MoCo's queue,
+- `commit_step(step, schedule_len)`: state that only a *successful* step may change (MoCo's queue,
   DINO's centre), computed in forward and applied here, so a skipped non-finite step leaves it
   untouched and the guard never copies it. Under gradient accumulation (`--train.grad_accum_steps`)
   forward runs once per micro-batch: what it computes for `commit_step` accumulates over the
@@ -41,17 +42,24 @@ A method is a single-device `nn.Module` (no DDP/FSDP/DeepSpeed inside) with:
   (not when resuming mid-epoch), with `images()` yielding this rank's disjoint share of the
   training set (`fastssl.cluster.training_images`); DeepCluster v2 clusters it. Default: no-op.
 
-Class attributes: `needs_pairs` (contrastive losses need >= 2 samples per rank, and so per
-micro-batch), `couples_samples` (the loss of a sample depends on the other samples of the batch:
-in-batch negatives). A method that couples samples splits its forward into two steps, so that
-GradCache (fastssl/train/grad_cache.py) can accumulate it exactly, and its forward is their
-composition:
+Class attributes:
 
-- `embed(views, step, max_steps) -> list[Tensor]`: the micro-batch's embeddings, each [n, ...]
+- `needs_pairs`: the loss needs >= 2 samples in each rank's micro-batch (in-batch negatives,
+  batch statistics). The loaders refuse fewer than 2 images per rank for every method, but
+  `--train.grad_accum_steps` cuts a rank's batch into micro-batches that can still hold one:
+  fastssl/train/accumulation.py `check_accumulation` reads it, where the data-parallel size is
+  known (`Config.validate` runs before there is a world);
+- `needs_vit`: the method works on patch tokens (MAE, I-JEPA, DINOv2); `Config.validate` reads it;
+- `couples_samples`: the loss of a sample depends on the other samples of the batch (in-batch
+  negatives). A method that couples samples splits its forward into two steps, so that
+  GradCache (fastssl/train/grad_cache.py) can accumulate it exactly, and its forward is their
+  composition:
+
+- `embed(views, step, schedule_len) -> list[Tensor]`: the micro-batch's embeddings, each [n, ...]
   (SimCLR's z1, z2; MoCo v3's queries and keys); those with a gradient are what GradCache
   backpropagates into. Run twice per micro-batch (without, then with a graph), under the same RNG
   state. Normalisation layers with batch statistics (BatchNorm) see one micro-batch at a time;
-- `loss_on_embeddings(embeddings, step, max_steps) -> dict`: forward's outputs from `embed`'s
+- `loss_on_embeddings(embeddings, step, schedule_len) -> dict`: forward's outputs from `embed`'s
   tensors concatenated over the step's micro-batches (each [n_rank, ...], in row order), with
   negatives gathered across ranks as in forward. It uses no parameters.
 """
@@ -75,6 +83,7 @@ class SSLMethod(nn.Module):
     """Base class of every method; the defaults fit a method with no EMA target and two views."""
 
     needs_pairs: ClassVar[bool] = False
+    needs_vit: ClassVar[bool] = False
     couples_samples: ClassVar[bool] = False
 
     def __init__(self, backbone: "Backbone", cfg: "MethodConfig"):
@@ -90,24 +99,24 @@ class SSLMethod(nn.Module):
 
         return views_from_aug(cfg.aug, cfg.data.image_size)
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     # --- GradCache's two steps (methods with couples_samples) ------------------------------------
-    def embed(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> list[torch.Tensor]:
+    def embed(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> list[torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} does not couple samples; it has no embed step")
 
     def loss_on_embeddings(self, embeddings: list[torch.Tensor], step: int = 0,
-                           max_steps: int = 1) -> dict[str, torch.Tensor]:
+                           schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} does not couple samples; it has no loss_on_embeddings step")
 
     # --- EMA targets ---------------------------------------------------------------------------
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return []
 
-    def momentum_at(self, step: int, max_steps: int) -> float:
+    def momentum_at(self, step: int, schedule_len: float) -> float:
         cfg = self.cfg
-        return cosine_momentum(step, max_steps, cfg.momentum_base, cfg.momentum_final)
+        return cosine_momentum(step, schedule_len, cfg.momentum_base, cfg.momentum_final)
 
     # --- sharding ------------------------------------------------------------------------------
     def shard_units(self) -> list[nn.Module]:
@@ -146,7 +155,7 @@ class SSLMethod(nn.Module):
         pass
 
     @torch.no_grad()
-    def commit_step(self, step: int, max_steps: int) -> None:
+    def commit_step(self, step: int, schedule_len: float) -> None:
         pass
 
     def epoch_of(self, step: int) -> int:

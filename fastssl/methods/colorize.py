@@ -124,7 +124,7 @@ class Colorize(SSLMethod):
         ab = annealed_mean(probs, self.ab_centres, self.cfg.decode_temperature)  # [M, 2]
         return ab.view(x.shape[0], self.cells, self.cells, 2).permute(0, 3, 1, 2)
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         x = views[0]  # [N, 3, H, W], normalised RGB
         with torch.autocast(x.device.type, enabled=False), torch.no_grad():
             L, ab = self.split_lab(x)  # [N, 1, H, W], [N, 2, H, W]
@@ -149,7 +149,7 @@ class Colorize(SSLMethod):
         self._next_counts = []
 
     @torch.no_grad()
-    def commit_step(self, step: int, max_steps: int) -> None:
+    def commit_step(self, step: int, schedule_len: float) -> None:
         if self._next_counts:
             self.ab_counts += torch.stack(self._next_counts).sum(0)
         self._next_counts = []

@@ -117,7 +117,7 @@ class CPC(SSLMethod):
             pairs.append((pred.flatten(0, 2), target.flatten(0, 2)))
         return pairs
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         x = views[0]  # [N, 3, S, S]
         cfg = self.cfg
         check_grid(cfg, x.shape[-1])

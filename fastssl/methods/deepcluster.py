@@ -29,7 +29,6 @@ Needs the trainer to call `on_epoch_start(epoch, images)` before each epoch's fi
 
 from __future__ import annotations
 
-import copy
 from typing import Callable, Iterable
 
 import torch
@@ -39,7 +38,7 @@ from torch import nn
 from fastssl.cluster import assign_nearest, spherical_kmeans
 from fastssl.config.clustering import DeepClusterV2Config
 from fastssl.methods.base import SSLMethod
-from fastssl.methods.momentum import ema_update_
+from fastssl.methods.momentum import ema_update_, frozen_copy
 from fastssl.methods.multicrop import forward_multicrop
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
@@ -51,10 +50,7 @@ class DeepClusterV2(SSLMethod):
     def __init__(self, backbone: Backbone, cfg: DeepClusterV2Config):
         super().__init__(backbone, cfg)
         self.projector = mlp(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, 2)
-        self.snapshot_backbone = copy.deepcopy(backbone)
-        self.snapshot_projector = copy.deepcopy(self.projector)
-        for p in [*self.snapshot_backbone.parameters(), *self.snapshot_projector.parameters()]:
-            p.requires_grad_(False)
+        self.snapshot_backbone, self.snapshot_projector = frozen_copy(backbone), frozen_copy(self.projector)
         for h, k in enumerate(cfg.ks()):
             self.register_buffer(f"centroids{h}", torch.zeros(k, cfg.proj_dim))  # head h's prototypes
         self.register_buffer("clustered_epoch", torch.tensor(-1, dtype=torch.long))
@@ -98,7 +94,7 @@ class DeepClusterV2(SSLMethod):
             getattr(self, f"centroids{h}").copy_(centroids)
         self.clustered_epoch.fill_(epoch)
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         if int(self.clustered_epoch) < 0:
             raise RuntimeError("DeepClusterV2 has no clusters yet: the trainer must call "

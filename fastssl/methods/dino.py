@@ -15,7 +15,6 @@ cancel_gradients_last_layer).
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,6 +25,8 @@ from fastssl.config import DINOConfig
 from fastssl.distributed import all_reduce_mean
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
+from fastssl.methods.momentum import frozen_copy
+from fastssl.methods.multicrop import forward_multicrop
 from fastssl.models.backbone import Backbone
 from fastssl.models.dino_head import DINOHead
 from fastssl.registry import METHODS
@@ -33,21 +34,6 @@ from fastssl.registry import METHODS
 if TYPE_CHECKING:
     from fastssl.config import Config
     from fastssl.data.views import ViewSpec
-
-
-def multicrop_forward(backbone: nn.Module, head: nn.Module, crops: list[torch.Tensor]) -> torch.Tensor:
-    """DINO's MultiCropWrapper: one backbone pass per run of same-size crops, one head pass for all.
-
-    crops: [n, 3, S_i, S_i] each -> [len(crops) * n, out_dim], crop-major (crop 0's n rows first).
-    """
-    feats, start = [], 0
-    while start < len(crops):
-        end = start
-        while end < len(crops) and crops[end].shape[-2:] == crops[start].shape[-2:]:
-            end += 1
-        feats.append(backbone(torch.cat(crops[start:end])))  # [(end - start) n, D]
-        start = end
-    return head(torch.cat(feats))
 
 
 def dino_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, center: torch.Tensor,
@@ -83,10 +69,7 @@ class DINO(SSLMethod):
                              cfg.proj_layers, cfg.norm_last_layer, cfg.use_bn_in_head)
         # The teacher starts as a copy of the student (main_dino.py loads the student's weights)
         # and gets no gradient; it has no stochastic depth (main_dino.py builds it without).
-        self.teacher_backbone = copy.deepcopy(backbone)
-        self.teacher_head = copy.deepcopy(self.head)
-        for p in [*self.teacher_backbone.parameters(), *self.teacher_head.parameters()]:
-            p.requires_grad_(False)
+        self.teacher_backbone, self.teacher_head = frozen_copy(backbone), frozen_copy(self.head)
         for m in self.teacher_backbone.modules():
             if hasattr(m, "drop_prob"):  # timm DropPath
                 m.drop_prob = 0.0
@@ -131,11 +114,11 @@ class DINO(SSLMethod):
 
     # --- forward ---------------------------------------------------------------------------------
     def forward_student(self, crops: list[torch.Tensor]) -> torch.Tensor:
-        return multicrop_forward(self.backbone, self.head, crops)  # [(2 + K) n, out]
+        return forward_multicrop(self.backbone, crops, head=self.head)  # [(2 + K) n, out]
 
     @torch.no_grad()
     def forward_teacher(self, global_crops: list[torch.Tensor]) -> torch.Tensor:
-        return multicrop_forward(self.teacher_backbone, self.teacher_head, global_crops)  # [2 n, out]
+        return forward_multicrop(self.teacher_backbone, global_crops, head=self.teacher_head)  # [2 n, out]
 
     @torch.no_grad()
     def batch_center(self, teacher_out: torch.Tensor) -> torch.Tensor:
@@ -149,7 +132,7 @@ class DINO(SSLMethod):
         self._batch_centers = []
 
     @torch.no_grad()
-    def commit_step(self, step: int, max_steps: int) -> None:
+    def commit_step(self, step: int, schedule_len: float) -> None:
         """DINOLoss.update_center: c <- m c + (1 - m) mean(teacher_out over the global batch), once
         per step, from the mean of its (equal) micro-batches' centres; only after a successful step
         (a skipped non-finite step leaves it)."""
@@ -159,7 +142,7 @@ class DINO(SSLMethod):
             self.center.copy_(self.center * m + batch_center * (1 - m))
         self._batch_centers = []
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         if len(views) < 2:
             raise FastSSLError(f"DINO needs 2 global views per image, got {len(views)}; the loader must use DINO.view_spec")
         # views: 2 global [n, 3, G, G], then K local [n, 3, l, l]
@@ -169,7 +152,7 @@ class DINO(SSLMethod):
         loss = dino_loss(student_out, teacher_out, self.center, self.cfg.student_temp, temp)
         self._batch_centers.append(self.batch_center(teacher_out))
         return {"loss": loss, "teacher_entropy": self.teacher_entropy(teacher_out, temp),
-                "teacher_temp": torch.tensor(temp), "momentum": torch.tensor(self.momentum_at(step, max_steps))}
+                "teacher_temp": torch.tensor(temp), "momentum": torch.tensor(self.momentum_at(step, schedule_len))}
 
     @torch.no_grad()
     def teacher_entropy(self, teacher_out: torch.Tensor, temp: float) -> torch.Tensor:

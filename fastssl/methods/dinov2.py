@@ -18,8 +18,6 @@ crops only (as there), so it is the one term whose value depends on the world si
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
@@ -29,6 +27,8 @@ from fastssl.losses.ibot import ibot_patch_loss
 from fastssl.losses.koleo import koleo_loss
 from fastssl.methods.block_masking import draw_masks
 from fastssl.methods.dino import DINO, crop_pairs_loss
+from fastssl.methods.momentum import frozen_copy
+from fastssl.methods.multicrop import forward_multicrop
 from fastssl.methods.teacher_targets import batch_mean, centered_softmax, sinkhorn_targets
 from fastssl.models.backbone import Backbone
 from fastssl.models.dino_head import DINOHead
@@ -38,9 +38,10 @@ from fastssl.registry import METHODS
 @METHODS.register("dinov2", config=DINOv2Config)
 class DINOv2(DINO):
     needs_pairs = True  # KoLeo needs a neighbour on every rank
+    needs_vit = True  # masked patch tokens (iBOT); Config.validate refuses a ResNet
 
     def __init__(self, backbone: Backbone, cfg: DINOv2Config):
-        dim = backbone.embed_dim  # a ViT only: FastSSLError otherwise
+        dim = backbone.embed_dim
         super().__init__(backbone, cfg)
         # dinov2/models/vision_transformer.py: mask_token = zeros(1, embed_dim). Kept here, not in
         # the backbone, so that exported backbones are plain timm ViTs.
@@ -49,7 +50,7 @@ class DINOv2(DINO):
         if cfg.ibot_separate_head:
             self.ibot_head = DINOHead(dim, cfg.ibot_out_dim, cfg.proj_hidden_dim, cfg.bottleneck_dim,
                                       cfg.proj_layers, cfg.norm_last_layer, cfg.use_bn_in_head)
-            self.teacher_ibot_head = copy.deepcopy(self.ibot_head).requires_grad_(False)
+            self.teacher_ibot_head = frozen_copy(self.ibot_head)
         patch_dim = cfg.ibot_out_dim if cfg.ibot_separate_head else cfg.out_dim
         self.register_buffer("ibot_center", torch.zeros(1, patch_dim))  # iBOTPatchLoss.center
         self._next_centers: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -71,7 +72,7 @@ class DINOv2(DINO):
         return frozen
 
     @torch.no_grad()
-    def commit_step(self, step: int, max_steps: int) -> None:
+    def commit_step(self, step: int, schedule_len: float) -> None:
         if self._next_centers is not None:
             self.center.copy_(self._next_centers[0])
             self.ibot_center.copy_(self._next_centers[1])
@@ -109,7 +110,7 @@ class DINOv2(DINO):
                            cfg.mask_sample_probability, step)  # [2, n, L]
         return masks.flatten(0, 1).to(global_crops[0].device)
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         if len(views) < 2:
             raise FastSSLError(f"DINOv2 needs 2 global views per image, got {len(views)}; "
                                "the loader must use DINOv2.view_spec")
@@ -121,7 +122,8 @@ class DINOv2(DINO):
         t_cls, t_patch = self.teacher_targets(globals_, masks, temp)  # [2 n, out], [M, out']
 
         s = self.backbone.tokens(globals_, masks, self.mask_token)  # the student sees masked globals
-        cls = [s.cls] + ([self.backbone.tokens(torch.cat(locals_)).cls] if locals_ else [])  # [2 n, D], [K n, D]
+        local_cls = [forward_multicrop(lambda x: self.backbone.tokens(x).cls, locals_)] if locals_ else []  # [K n, D]
+        cls = [s.cls] + local_cls  # [2 n, D], [K n, D]
         s_cls, s_patch = self.heads(torch.cat(cls), s.patches[masks], teacher=False)  # [(2 + K) n, out], [M, out']
 
         dino = crop_pairs_loss(s_cls, t_cls, cfg.student_temp)
@@ -130,4 +132,4 @@ class DINOv2(DINO):
         loss = dino + cfg.ibot_weight * ibot + cfg.koleo_weight * koleo
         return {"loss": loss, "dino_loss": dino.detach(), "ibot_loss": ibot.detach(), "koleo_loss": koleo.detach(),
                 "masked_fraction": masks.float().mean(), "teacher_temp": torch.tensor(temp),
-                "momentum": torch.tensor(self.momentum_at(step, max_steps))}
+                "momentum": torch.tensor(self.momentum_at(step, schedule_len))}

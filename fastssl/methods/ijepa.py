@@ -15,7 +15,6 @@ to 1. Masks: `fastssl.methods.ijepa_masks`.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from fastssl.config.ijepa import IJEPAConfig
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
 from fastssl.methods.ijepa_masks import MaskSpec, multiblock_masks, smallest_block
+from fastssl.methods.momentum import frozen_copy
 from fastssl.models.backbone import Backbone
 from fastssl.models.ijepa_predictor import IJEPAPredictor, gather_tokens
 from fastssl.registry import METHODS
@@ -38,10 +38,9 @@ if TYPE_CHECKING:
 
 @METHODS.register("ijepa", config=IJEPAConfig)
 class IJEPA(SSLMethod):
+    needs_vit = True  # Config.validate refuses a ResNet
+
     def __init__(self, backbone: Backbone, cfg: IJEPAConfig):
-        if not backbone.is_vit:
-            raise FastSSLError(f"method.name=ijepa needs a ViT backbone, got model.name={backbone.name}; "
-                               "set --model.name=vit_nano (CPU), vit_small, vit_base or vit_huge")
         super().__init__(backbone, cfg)
         side = math.isqrt(backbone.num_patches)  # fastssl's images are square
         self.masks = MaskSpec((side, side), cfg.num_targets, tuple(cfg.target_scale), tuple(cfg.target_aspect),
@@ -50,9 +49,7 @@ class IJEPA(SSLMethod):
         backbone.fix_sincos_positions()
         backbone.drop_class_token()
         self.predictor = IJEPAPredictor(backbone.embed_dim, cfg.pred_dim, cfg.pred_depth, cfg.pred_heads, (side, side))
-        self.target_encoder = copy.deepcopy(backbone)
-        for p in self.target_encoder.parameters():
-            p.requires_grad_(False)
+        self.target_encoder = frozen_copy(backbone)
 
     def _check_blocks_fit(self) -> None:
         tgt, ctx = smallest_block(self.masks)
@@ -78,9 +75,9 @@ class IJEPA(SSLMethod):
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.target_encoder)]
 
-    def momentum_at(self, step: int, max_steps: int) -> float:
+    def momentum_at(self, step: int, schedule_len: float) -> float:
         # src/train.py momentum_scheduler: ema[0] + i * (ema[1] - ema[0]) / total iterations, linear.
-        progress = min(max(step / max(max_steps, 1), 0.0), 1.0)
+        progress = min(max(step / max(schedule_len, 1), 0.0), 1.0)
         return self.cfg.momentum_base + (self.cfg.momentum_final - self.cfg.momentum_base) * progress
 
     def shard_units(self) -> list[nn.Module]:
@@ -107,12 +104,12 @@ class IJEPA(SSLMethod):
             return F.mse_loss(z.float(), h.float())
         return F.smooth_l1_loss(z.float(), h.float())
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         imgs = views[0]  # [N, 3, H, W]: the one view
         ctx_idx, tgt_idx = multiblock_masks(self.masks, imgs.shape[0], step, imgs.device)  # [N, Lc], [M, N, Lt]
         h = self.forward_target(imgs, tgt_idx)  # [M, N, Lt, D]
         z = self.forward_context(imgs, ctx_idx, tgt_idx)  # [M, N, Lt, D]
         loss = self.forward_loss(z, h)
-        return {"loss": loss, "momentum": torch.tensor(self.momentum_at(step, max_steps)),
+        return {"loss": loss, "momentum": torch.tensor(self.momentum_at(step, schedule_len)),
                 "context_patches": torch.tensor(float(ctx_idx.shape[1])),
                 "target_patches": torch.tensor(float(tgt_idx.shape[2]))}

@@ -161,7 +161,7 @@ class Jigsaw(SSLMethod):
         feats = self.fc6(self.backbone(tiles.flatten(0, 1)))  # [9N, tile_dim], one shared encoder
         return self.fc8(self.fc7(feats.view(n, -1)))  # [N, 9 * tile_dim] -> [N, P]
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         x = views[0]  # [N, 3, S, S]
         tiles, labels = self.make_puzzles(x, step)
         logits = self.forward_tiles(tiles)  # [N, P]

@@ -76,16 +76,15 @@ def random_masking(x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | Non
 
 @METHODS.register("mae", config=MAEConfig)
 class MAE(SSLMethod):
+    needs_vit = True  # Config.validate refuses a ResNet
+
     def __init__(self, backbone: Backbone, cfg: MAEConfig):
-        if not backbone.is_vit:
-            raise FastSSLError(f"method.name=mae needs a ViT backbone, got model.name={backbone.name}; "
-                               "set --model.name=vit_nano (CPU), vit_tiny, vit_small or vit_base")
         super().__init__(backbone, cfg)
-        vit = backbone.trunk
-        self.grid = tuple(int(g) for g in vit.patch_embed.grid_size)  # (h, w) patches
         if int(backbone.num_patches * (1 - cfg.mask_ratio)) < 1:
             raise FastSSLError(f"method.mask_ratio={cfg.mask_ratio} leaves no visible patch out of {backbone.num_patches}; "
                                "lower --method.mask_ratio or --model.patch_size")
+        vit = backbone.trunk
+        self.grid = tuple(int(g) for g in vit.patch_embed.grid_size)  # (h, w) patches
         # models_mae.py: the encoder's position embedding is the fixed 2-D sine-cosine one too
         # (frozen; fine-tuning unfreezes it, as MAE's main_finetune does by building a fresh ViT).
         with torch.no_grad():
@@ -141,7 +140,7 @@ class MAE(SSLMethod):
         loss = loss.mean(dim=-1)  # [N, L], per patch
         return (loss * mask).sum() / mask.sum()
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         imgs = views[0]  # [N, 3, H, W]: MAE's single view
         latent, mask, ids_restore = self.forward_encoder(imgs, self.cfg.mask_ratio, step)
         pred = self.forward_decoder(latent, ids_restore)  # [N, L, p*p*3]

@@ -23,8 +23,6 @@ SyncBatchNorm (the engine does; `sync_batchnorm` tells it), as solo-learn does.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +32,7 @@ from fastssl.distributed import all_gather_no_grad, dp_rank, dp_size
 from fastssl.errors import FastSSLError
 from fastssl.losses import info_nce
 from fastssl.methods.base import SSLMethod
+from fastssl.methods.momentum import frozen_copy
 from fastssl.methods.shuffle_bn import (
     average_bn_statistics_,
     convert_split_batchnorm,
@@ -54,10 +53,7 @@ class MoCoV2(SSLMethod):
         splits = self.bn_splits_per_rank()
         if splits > 1:  # the query encoder's BN is per group too, as per GPU in the paper
             self.backbone = convert_split_batchnorm(self.backbone, splits)
-        self.key_backbone = copy.deepcopy(self.backbone)
-        self.key_projector = copy.deepcopy(self.projector)
-        for p in [*self.key_backbone.parameters(), *self.key_projector.parameters()]:
-            p.requires_grad_(False)
+        self.key_backbone, self.key_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
         # One queue per key view: [0] holds view-2 keys; symmetric adds view-1 keys, so each
         # query meets negatives of its positive's view (solo-learn mocov2plus.py, 2 queues).
         views = 2 if cfg.symmetric else 1
@@ -114,7 +110,7 @@ class MoCoV2(SSLMethod):
         labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)  # the positive is column 0
         return F.cross_entropy(logits.float(), labels)
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         x1, x2 = views[0], views[1]  # [n, 3, H, W] each
         self._check_batch(x1.shape[0])
         if self.cfg.symmetric:
@@ -136,7 +132,7 @@ class MoCoV2(SSLMethod):
         self._pending_keys = []
 
     @torch.no_grad()
-    def commit_step(self, step: int, max_steps: int) -> None:
+    def commit_step(self, step: int, schedule_len: float) -> None:
         """Enqueue the step's global keys over the oldest ones (the queue is a ring of K slots)."""
         if self.cfg.bn == "shuffle":
             average_bn_statistics_(self)  # per-rank BN statistics -> the same on every replica

@@ -17,8 +17,6 @@ which the paper found to remove the training instability of ViTs.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +24,7 @@ from torch import nn
 from fastssl.config import MoCoV3Config
 from fastssl.losses import info_nce
 from fastssl.methods.base import SSLMethod
+from fastssl.methods.momentum import frozen_copy
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
 from fastssl.registry import METHODS
@@ -47,10 +46,7 @@ class MoCoV3(SSLMethod):
         layers = cfg.proj_layers or (3 if vit else 2)
         self.projector = mlp(backbone.num_features, cfg.proj_hidden_dim, cfg.proj_dim, layers, last_bn=True)
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden_dim, cfg.proj_dim, 2, last_bn=vit)
-        self.momentum_backbone = copy.deepcopy(backbone)
-        self.momentum_projector = copy.deepcopy(self.projector)
-        for p in [*self.momentum_backbone.parameters(), *self.momentum_projector.parameters()]:
-            p.requires_grad_(False)
+        self.momentum_backbone, self.momentum_projector = frozen_copy(backbone), frozen_copy(self.projector)
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
@@ -67,7 +63,7 @@ class MoCoV3(SSLMethod):
         t = self.cfg.temperature
         return info_nce(q, k, temperature=t, impl=self.cfg.loss_impl, gather_distributed=True) * (2 * t)
 
-    def embed(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> list[torch.Tensor]:
+    def embed(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> list[torch.Tensor]:
         x1, x2 = views[0], views[1]  # [n, 3, H, W] each
         # Each view is its own pass, as in builder.py, so BN normalises each view's batch alone.
         q1, q2 = self.forward_query(x1), self.forward_query(x2)  # [n, d] each
@@ -75,12 +71,12 @@ class MoCoV3(SSLMethod):
         return [q1, q2, k1, k2]
 
     def loss_on_embeddings(self, embeddings: list[torch.Tensor], step: int = 0,
-                           max_steps: int = 1) -> dict[str, torch.Tensor]:
+                           schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         q1, q2, k1, k2 = embeddings  # [N, d] each
         loss = self.forward_loss(q1, k2) + self.forward_loss(q2, k1)
         with torch.no_grad():
             pos_sim = (F.cosine_similarity(q1.float(), k2.float()).mean() + F.cosine_similarity(q2.float(), k1.float()).mean()) / 2
-        return {"loss": loss, "pos_sim": pos_sim, "momentum": torch.tensor(self.momentum_at(step, max_steps))}
+        return {"loss": loss, "pos_sim": pos_sim, "momentum": torch.tensor(self.momentum_at(step, schedule_len))}
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
-        return self.loss_on_embeddings(self.embed(views, step, max_steps), step, max_steps)
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
+        return self.loss_on_embeddings(self.embed(views, step, schedule_len), step, schedule_len)

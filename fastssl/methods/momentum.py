@@ -9,6 +9,7 @@ shard i of the target is updated from shard i of the online module, and nothing 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -17,12 +18,17 @@ from torch import nn
 from fastssl.parallel.local_shard import local_tensor
 
 
-def cosine_momentum(step: int, max_steps: int, base: float, final: float = 1.0) -> float:
+def cosine_momentum(step: int, schedule_len: float, base: float, final: float = 1.0) -> float:
     """tau_k = final - (final - base) * (cos(pi k / K) + 1) / 2 (BYOL, Sec. 3.3; DINO; MoCo v3)."""
-    if max_steps <= 0:
+    if schedule_len <= 0:
         return base
-    progress = min(max(step / max_steps, 0.0), 1.0)
+    progress = min(max(step / schedule_len, 0.0), 1.0)
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """An EMA target's start: a copy of its online module that takes no gradient."""
+    return copy.deepcopy(module).requires_grad_(False)
 
 
 def ema_sources(target: nn.Module, online: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

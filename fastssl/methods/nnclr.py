@@ -71,7 +71,7 @@ class NNCLR(SSLMethod):
         cfg = self.cfg
         return info_nce(nn_.to(p.dtype), p, temperature=cfg.temperature, impl=cfg.loss_impl, gather_distributed=True)
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         x1, x2 = views[0], views[1]  # [n, 3, H, W] each
         self._check_batch(x1.shape[0])
         # Each view is its own pass, as solo-learn, so BatchNorm normalises each view's batch alone.
@@ -86,7 +86,7 @@ class NNCLR(SSLMethod):
         return {"loss": loss, "nn_sim": (sim1.mean() + sim2.mean()) / 2}
 
     @torch.no_grad()
-    def commit_step(self, step: int, max_steps: int) -> None:
+    def commit_step(self, step: int, schedule_len: float) -> None:
         """Enqueue the step's global view-1 projections over the oldest ones (a ring of K slots)."""
         z, self._pending = self._pending, None
         if z is None:

@@ -77,7 +77,7 @@ class Rotation(SSLMethod):
         k = global_randint(NUM_ROTATIONS, x.shape[0], step=step, salt="rotation", device=x.device)  # [N]
         return rotate_quarter_turns(x, k), k
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         x = views[0]  # [N, 3, H, W]; further views (a loader not using view_spec) are ignored
         rotated, labels = self.make_targets(x, step)  # [M, 3, H, W], [M]; M = 4N or N
         logits = self.head(self.backbone(rotated))  # [M, 4]

@@ -27,7 +27,7 @@ class SimCLR(SSLMethod):
     def forward_encoder(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.backbone(x))  # [N, proj_dim]
 
-    def embed(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> list[torch.Tensor]:
+    def embed(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> list[torch.Tensor]:
         x1, x2 = views[0], views[1]  # [n, 3, H, W] each
         n = x1.shape[0]
         # One pass over both views: SimCLR's code concatenates the views along the batch, so its
@@ -36,7 +36,7 @@ class SimCLR(SSLMethod):
         return [z[:n], z[n:]]
 
     def loss_on_embeddings(self, embeddings: list[torch.Tensor], step: int = 0,
-                           max_steps: int = 1) -> dict[str, torch.Tensor]:
+                           schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         z1, z2 = embeddings  # [N, proj_dim] each
         cfg = self.cfg
         loss = nt_xent(z1, z2, cfg.temperature, impl=cfg.loss_impl, gather_distributed=cfg.gather_distributed)
@@ -44,5 +44,5 @@ class SimCLR(SSLMethod):
             pos_sim = nn.functional.cosine_similarity(z1.float(), z2.float(), dim=1).mean()
         return {"loss": loss, "pos_sim": pos_sim}
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
-        return self.loss_on_embeddings(self.embed(views, step, max_steps), step, max_steps)
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
+        return self.loss_on_embeddings(self.embed(views, step, schedule_len), step, schedule_len)

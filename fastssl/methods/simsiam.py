@@ -42,7 +42,7 @@ class SimSiam(SSLMethod):
     def fixed_lr_params(self) -> list[nn.Parameter]:
         return list(self.predictor.parameters()) if self.cfg.fix_pred_lr else []
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         x1, x2 = views[0], views[1]  # [N, 3, H, W] each
         # Each view is its own pass, as builder.py (`z1 = self.encoder(x1)`, then x2).
         z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))  # [N, D] each

@@ -71,7 +71,7 @@ class SwAV(SSLMethod):
             scores = torch.cat([self.prototypes(queued).float(), scores])  # [L / R + B, K]
         return sinkhorn_knopp(scores, cfg.epsilon, cfg.sinkhorn_iterations)[-b:]
 
-    def forward(self, views: list[torch.Tensor], step: int = 0, max_steps: int = 1) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], step: int = 0, schedule_len: float = 1.0) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         b, n_views = views[0].shape[0], len(views)  # views: 2 global [B, 3, S, S] + local crops
         z = forward_multicrop(self.forward_embed, views)  # [V * B, proj_dim]
@@ -102,7 +102,7 @@ class SwAV(SSLMethod):
         self._pending = []
 
     @torch.no_grad()
-    def commit_step(self, step: int, max_steps: int) -> None:
+    def commit_step(self, step: int, schedule_len: float) -> None:
         cfg = self.cfg
         if cfg.queue_length > 0 and self._pending and self.epoch_of(step) >= cfg.queue_start_epoch:
             pending = torch.cat(self._pending, dim=1)  # [A, B, D]: the step's micro-batches in row order

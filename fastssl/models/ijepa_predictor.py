@@ -11,11 +11,11 @@ back to the encoder's width. It is only used during pre-training (ViT-H/14: 12 b
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import torch
 from torch import nn
 
+from fastssl.models.block_stack import vit_block_stack
 from fastssl.models.pos_embed import sincos_pos_embed_2d
 
 
@@ -27,23 +27,17 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 class IJEPAPredictor(nn.Module):
     def __init__(self, encoder_dim: int, dim: int, depth: int, num_heads: int, grid: tuple[int, int],
                  mlp_ratio: float = 4.0, init_std: float = 0.02):
-        from timm.models.vision_transformer import Block
-
         super().__init__()
-        if dim % num_heads:
-            from fastssl.errors import FastSSLError
-
-            raise FastSSLError(f"method.pred_dim={dim} is not divisible by method.pred_heads={num_heads}; "
-                               "change --method.pred_dim or --method.pred_heads")
+        # Built first, so that its width check precedes the position embedding's; the weights are
+        # drawn again in registration order by _init_weights, so the order of creation is moot.
+        blocks, norm = vit_block_stack(dim, depth, num_heads, mlp_ratio, ("pred_dim", "pred_heads"))
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         # Fixed (the reference's predictor_pos_embed has requires_grad=False); a buffer keeps it out
         # of the optimiser and of gradient all-reduces.
         self.register_buffer("pos_embed", sincos_pos_embed_2d(dim, *grid, cls_token=False), persistent=False)
         # vit_predictor: mlp_ratio 4, qkv_bias True, LayerNorm(eps=1e-6).
-        norm = partial(nn.LayerNorm, eps=1e-6)
-        self.blocks = nn.ModuleList([Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)])
-        self.norm = norm(dim)
+        self.blocks, self.norm = blocks, norm
         self.proj = nn.Linear(dim, encoder_dim)
         self._init_weights(init_std)
 

@@ -9,35 +9,27 @@ the p*p*3 pixel values of every patch.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
+from fastssl.models.block_stack import vit_block_stack
 from fastssl.models.pos_embed import sincos_pos_embed_2d
 
 
 class MAEDecoder(nn.Module):
     def __init__(self, encoder_dim: int, dim: int, depth: int, num_heads: int, grid: tuple[int, int],
                  patch_size: int, in_chans: int = 3, mlp_ratio: float = 4.0):
-        from timm.models.vision_transformer import Block
-
         super().__init__()
-        if dim % num_heads:
-            from fastssl.errors import FastSSLError
-
-            raise FastSSLError(f"method.decoder_dim={dim} is not divisible by method.decoder_heads={num_heads}; "
-                               "change --method.decoder_dim or --method.decoder_heads")
+        # Built first, so that its width check precedes the position embedding's; the weights are
+        # drawn again in registration order by _init_weights, so the order of creation is moot.
+        blocks, norm = vit_block_stack(dim, depth, num_heads, mlp_ratio, ("decoder_dim", "decoder_heads"))
         num_patches = grid[0] * grid[1]
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         # Fixed, not learned (models_mae.py: requires_grad=False); a buffer keeps it out of the
         # optimiser and out of gradient all-reduces.
         self.register_buffer("pos_embed", sincos_pos_embed_2d(dim, *grid, cls_token=True), persistent=False)
-        # models_mae.py: timm Blocks with qkv_bias=True and LayerNorm(eps=1e-6).
-        norm = partial(nn.LayerNorm, eps=1e-6)
-        self.blocks = nn.ModuleList([Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)])
-        self.norm = norm(dim)
+        self.blocks, self.norm = blocks, norm
         self.pred = nn.Linear(dim, patch_size**2 * in_chans)
         self.num_patches = num_patches
         self._init_weights()

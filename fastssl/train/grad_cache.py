@@ -50,7 +50,7 @@ class RngState:
 
 
 def grad_cache_step(engine: Engine, method: SSLMethod, micro_batches: list[list[torch.Tensor]], step: int,
-                    total_steps: int, guard: BatchNormGuard,
+                    schedule_len: float, guard: BatchNormGuard,
                     check: Callable[[torch.Tensor], str | None]) -> tuple[dict[str, torch.Tensor], str | None]:
     """Steps 1-3 above; `check(loss)` is the ranks' agreement (None: go on), before any backward.
     Returns the whole batch's outputs and `check`'s verdict."""
@@ -60,13 +60,13 @@ def grad_cache_step(engine: Engine, method: SSLMethod, micro_batches: list[list[
         for j, views in enumerate(micro_batches):
             rngs.append(RngState(device))
             with micro_batch(j, k):
-                cached.append(engine.forward(views, step, total_steps, embed=True))
+                cached.append(engine.forward(views, step, schedule_len, embed=True))
     guard.restore()  # the second pass moves the BatchNorm statistics, once per micro-batch
     # [n_rank, ...] each, the rank's rows in order; leaves, so the loss's backward stops at them.
     embeddings = [torch.cat(parts).detach().requires_grad_(True) for parts in zip(*cached)]
     del cached
     with engine.autocast():  # the loss in the precision forward would compute it in
-        outputs = method.loss_on_embeddings(embeddings, step, total_steps)
+        outputs = method.loss_on_embeddings(embeddings, step, schedule_len)
     status = check(outputs["loss"])
     if status is not None:
         return outputs, status
@@ -75,7 +75,7 @@ def grad_cache_step(engine: Engine, method: SSLMethod, micro_batches: list[list[
     for j, views in enumerate(micro_batches):
         with engine.gradient_sync(j == k - 1), micro_batch(j, k):
             rngs[j].restore()
-            parts = engine.forward(views, step, total_steps, embed=True)
+            parts = engine.forward(views, step, schedule_len, embed=True)
             n = parts[0].shape[0]
             surrogate = sum((e * g[j * n:(j + 1) * n].to(e.dtype)).sum()
                             for e, g in zip(parts, grads) if g is not None and e.requires_grad)

@@ -59,26 +59,26 @@ def agree(engine: Engine, loss: torch.Tensor, stop_requested: bool) -> str | Non
     return STOPPED if stop else SKIPPED_LOSS if bad_loss else None
 
 
-def forward_backward_step(engine: Engine, views: list[torch.Tensor], step: int, total_steps: int,
+def forward_backward_step(engine: Engine, views: list[torch.Tensor], step: int, schedule_len: float,
                           scale: float, sync: bool, stop_requested: bool) -> tuple[dict[str, torch.Tensor], str | None]:
     """One micro-batch: forward, the ranks' agreement (`agree`), backward of loss x `scale` (only
     if they go on).
     With `sync` False its gradients stay on this rank (DDP no_sync, FSDP2 no reduce-scatter)."""
     with engine.gradient_sync(sync):
-        outputs = engine.forward(views, step, total_steps)
+        outputs = engine.forward(views, step, schedule_len)
         status = agree(engine, outputs["loss"], stop_requested)
         if status is None:
             engine.backward(outputs["loss"] * scale if scale != 1 else outputs["loss"])
     return outputs, status
 
 
-def accumulate(engine: Engine, micro_batches: list[list[torch.Tensor]], step: int, total_steps: int,
+def accumulate(engine: Engine, micro_batches: list[list[torch.Tensor]], step: int, schedule_len: float,
                stop_requested: bool) -> tuple[dict[str, torch.Tensor], str | None]:
     """Plain accumulation: the gradient of the mean of the micro-batches' (mean) losses."""
     k, outs = len(micro_batches), []
     for j, views in enumerate(micro_batches):
         with micro_batch(j, k):
-            outputs, status = forward_backward_step(engine, views, step, total_steps, 1 / k, j == k - 1,
+            outputs, status = forward_backward_step(engine, views, step, schedule_len, 1 / k, j == k - 1,
                                                     stop_requested)
         outs.append(outputs)
         if status is not None:
@@ -93,21 +93,23 @@ def mean_outputs(outs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]
     return {key: torch.stack([o[key].detach().float() for o in outs]).mean() for key in outs[0]}
 
 
-def train_step(engine: Engine, method: SSLMethod, views: list[torch.Tensor], step: int, total_steps: int,
+def train_step(engine: Engine, method: SSLMethod, views: list[torch.Tensor], step: int, schedule_len: float,
                epoch: int, lr: float, guard: BatchNormGuard, stop_requested: bool = False,
                on_grads: Callable[[], None] | None = None, accum_steps: int = 1,
                grad_cache: bool = False) -> StepOutcome:
-    """`views`: this rank's whole batch, cut into `accum_steps` micro-batches here. `on_grads`
-    runs between backward and the optimizer step (bench step's memory probe)."""
+    """`views`: this rank's whole batch, cut into `accum_steps` micro-batches here. `schedule_len`:
+    the length of the methods' step / schedule_len schedules (EMA momentum, fastssl/methods/base.py),
+    the plan's `ScheduleAt.schedule_len`, a float after a time-budget re-plan; not --train.max_steps.
+    `on_grads` runs between backward and the optimizer step (bench step's memory probe)."""
     engine.set_lr(lr)
     guard.save()
     method.start_step()
     micro_batches = split_micro_batches(views, accum_steps)
     if grad_cache:
-        outputs, status = grad_cache_step(engine, method, micro_batches, step, total_steps, guard,
+        outputs, status = grad_cache_step(engine, method, micro_batches, step, schedule_len, guard,
                                           lambda loss: agree(engine, loss, stop_requested))
     else:
-        outputs, status = accumulate(engine, micro_batches, step, total_steps, stop_requested)
+        outputs, status = accumulate(engine, micro_batches, step, schedule_len, stop_requested)
     if status is not None:
         guard.restore()
         engine.discard_gradients()
@@ -119,6 +121,6 @@ def train_step(engine: Engine, method: SSLMethod, views: list[torch.Tensor], ste
     if not report.applied:
         guard.restore()
         return StepOutcome(SKIPPED_GRADIENT, outputs, report.grad_norm)
-    engine.ema_update(step, total_steps)
-    method.commit_step(step, total_steps)
+    engine.ema_update(step, schedule_len)
+    method.commit_step(step, schedule_len)
     return StepOutcome(OK, outputs, report.grad_norm)

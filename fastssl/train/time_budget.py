@@ -167,7 +167,7 @@ class TimeBudgetPlanner:
         return v_k + (step - s_k) * (self.schedule_total - v_k) / max(self.planned_total - s_k, 1)
 
     def schedule_length(self, step: int) -> float:
-        """The `max_steps` that puts a `step / max_steps` schedule (EMA momentum) at `schedule_step`."""
+        """The `schedule_len` that puts a `step / schedule_len` schedule (EMA momentum) at `schedule_step`."""
         if len(self._knots) == 1 or step <= 0:
             return self.schedule_total
         return step * self.schedule_total / max(self.schedule_step(step), 1e-12)
@@ -221,7 +221,7 @@ class ScheduleAt:
     step: float
     total: float
     warmup: float
-    momentum_len: float  # the `max_steps` of step/max_steps schedules (EMA momentum)
+    schedule_len: float  # the length of step / schedule_len schedules (EMA momentum): see methods/base.py
 
 
 @dataclass

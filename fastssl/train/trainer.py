@@ -96,11 +96,6 @@ class Trainer:
         check_accumulation(cfg, world, type(method))
         self.grad_cache = grad_cache_on(cfg, type(method))
         self.loader = build_pretrain_loader(cfg, world, views=type(method).view_spec(cfg))
-        if method.needs_pairs and self.loader.batch_size < 2:
-            raise FastSSLError(
-                f"{cfg.method.name} needs at least 2 images per rank for negatives, got {self.loader.batch_size}; "
-                f"raise --train.batch_size to at least {2 * world.dims.dp_size}"
-            )
         self.steps_per_epoch = len(self.loader)
         self.peak_lr = scaled_lr(cfg.optim, cfg.train.batch_size)
         warmup_steps = int(round(cfg.optim.warmup_epochs * self.steps_per_epoch))
@@ -201,7 +196,7 @@ class Trainer:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         at = self.plan.at(self.step)
         lr = lr_at(at.step, at.total, at.warmup, self.peak_lr, cfg.optim.min_lr_ratio)
-        result = train_step(self.engine, self.method, views, self.step, at.momentum_len, epoch, lr, self.guard,
+        result = train_step(self.engine, self.method, views, self.step, at.schedule_len, epoch, lr, self.guard,
                             stop_requested=self.stop.requested, accum_steps=cfg.train.grad_accum_steps,
                             grad_cache=self.grad_cache)
         if result.status == STOPPED:

@@ -44,7 +44,7 @@ def test_no_gradient_reaches_target_and_update_moves_it():
     torch.manual_seed(0)
     m = build_method(_cfg())
     target_before = [p.detach().clone() for p in m.target_backbone.parameters()]
-    out = m([torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)], step=0, max_steps=10)
+    out = m([torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)], step=0, schedule_len=10)
     out["loss"].backward()
     assert all(p.grad is None for p in m.target_backbone.parameters())
     assert all(p.grad is None for p in m.target_projector.parameters())

@@ -63,7 +63,7 @@ def _train(name, rank, world):
         views, images = _data(step)
         mine = images[torch.as_tensor(rank_slice(len(images), rank, world))]
         method.on_epoch_start(step, lambda: iter(mine.split(3)))
-        out = model([v[rows] for v in views], step=step, max_steps=STEPS)
+        out = model([v[rows] for v in views], step=step, schedule_len=STEPS)
         opt.zero_grad()
         out["loss"].backward()
         method.after_backward(step, method.epoch_of(step))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fastssl.config import Config
 from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
-from fastssl.methods.dino import DINO, dino_loss, multicrop_forward
+from fastssl.methods.dino import DINO, dino_loss
 from fastssl.methods.momentum import cosine_momentum, ema_update_
 from fastssl.models.dino_head import DINOHead, WeightNormLinear
 
@@ -68,25 +68,12 @@ def test_teacher_sees_only_global_crops_and_student_sees_all():
     assert student_in == [(8, 3, 16, 16), (12, 3, 8, 8)]  # one pass per resolution (MultiCropWrapper)
 
 
-def test_multicrop_forward_groups_runs_of_equal_size():
-    calls = []
-
-    def backbone(x):
-        calls.append(x.shape[-1])
-        return x.mean(dim=(1, 2, 3)).unsqueeze(1)  # [n, 1]
-
-    crops = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 8, 8)]
-    out = multicrop_forward(backbone, torch.nn.Identity(), crops)
-    assert calls == [8, 4, 8]
-    torch.testing.assert_close(out[:, 0], torch.cat([c.mean(dim=(1, 2, 3)) for c in crops]))
-
-
 def test_last_layer_frozen_in_first_epoch_only():
     m = build_method(_cfg(freeze_last_layer_epochs=1, norm_last_layer=False))
     m.configure_schedule(steps_per_epoch=5, total_steps=20)
     for epoch, step in [(0, 4), (1, 5)]:
         m.zero_grad(set_to_none=True)
-        m(_views(), step=step, max_steps=20)["loss"].backward()
+        m(_views(), step=step, schedule_len=20)["loss"].backward()
         assert all(p.grad is not None for p in m.head.last_layer.parameters())
         m.after_backward(step, epoch)
         last = list(m.head.last_layer.parameters())
@@ -119,7 +106,7 @@ def test_teacher_temperature_schedule_matches_main_dino(warmup_epochs):
         assert m.teacher_temp_at(e) == pytest.approx(ref[e])
     # forward reads the epoch off the step with the schedule set by configure_schedule
     m.configure_schedule(steps_per_epoch=3, total_steps=30)
-    out = m(_views(), step=7, max_steps=30)  # epoch 2
+    out = m(_views(), step=7, schedule_len=30)  # epoch 2
     assert out["teacher_temp"].item() == pytest.approx(ref[2])
 
 

@@ -45,7 +45,7 @@ def _two_steps(method, views_of_step):
     out = []
     for step in range(2):
         method.zero_grad(set_to_none=True)
-        res = method(views_of_step(step), step=step, max_steps=2)
+        res = method(views_of_step(step), step=step, schedule_len=2)
         res["loss"].backward()
         method.commit_step(step, 2)
         grads = {k: p.grad.clone() for k, p in method.named_parameters() if p.grad is not None}

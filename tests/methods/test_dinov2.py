@@ -132,7 +132,7 @@ def test_koleo_is_finite_with_duplicate_rows():
 @pytest.mark.parametrize("separate", [False, True])
 def test_heads_teacher_and_frozen_last_layers(separate):
     m = build_method(_cfg(ibot_separate_head=separate))
-    out = m(_views(), step=0, max_steps=10)
+    out = m(_views(), step=0, schedule_len=10)
     expected = out["dino_loss"] + m.cfg.ibot_weight * out["ibot_loss"] + 0.1 * out["koleo_loss"]
     torch.testing.assert_close(out["loss"].detach(), expected)
     out["loss"].backward()
@@ -216,10 +216,12 @@ def _train(tmp_path, *args):
     return subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
 
 
-def test_dinov2_on_a_resnet_is_one_line_exit_2(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["train", "config"])
+@pytest.mark.parametrize("recipe", ["dinov2-cpu", "mae-cpu", "ijepa-cpu"])
+def test_token_methods_on_a_resnet_are_one_line_exit_2(tmp_path, capsys, command, recipe):
     from fastssl.cli import main
 
-    assert main(["train", "--recipe", "dinov2-cpu", "--model.name=resnet-tiny", f"--train.out={tmp_path}",
+    assert main([command, "--recipe", recipe, "--model.name=resnet-tiny", f"--train.out={tmp_path}",
                  "--train.progress=false", "--data.num_workers=0"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fastssl: error:")]
     assert len(errors) == 1 and "needs a ViT" in errors[0] and "--model.name=vit" in errors[0]

@@ -43,7 +43,7 @@ def _two_steps(method, rows):
     out = []
     for step in range(2):
         method.zero_grad(set_to_none=True)
-        res = method([v[rows] * (1 + step) for v in _views()], step=step, max_steps=2)
+        res = method([v[rows] * (1 + step) for v in _views()], step=step, schedule_len=2)
         res["loss"].backward()
         method.commit_step(step, 2)
         grads = {k: p.grad.clone() for k, p in method.named_parameters() if p.grad is not None}

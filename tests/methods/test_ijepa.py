@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from fastssl.config import Config
+from fastssl.config import Config, validate
 from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
 from fastssl.methods.ijepa import IJEPA
@@ -34,7 +34,7 @@ def test_context_encoder_sees_only_context_patches_without_class_token():
     m = _method()
     seen = []
     hook = m.backbone.blocks()[0].register_forward_hook(lambda mod, inp, out: seen.append(tuple(inp[0].shape)))
-    out = m([torch.randn(4, 3, 16, 16)], step=3, max_steps=10)
+    out = m([torch.randn(4, 3, 16, 16)], step=3, schedule_len=10)
     hook.remove()
     lc = int(out["context_patches"])
     assert seen == [(4, lc, 96)] and 4 < lc < 64  # the target encoder's blocks are other modules
@@ -59,7 +59,7 @@ def test_predictions_do_not_see_target_pixels():
 
 def test_target_encoder_gets_no_gradient():
     m = _method()
-    out = m([torch.randn(4, 3, 16, 16)], step=0, max_steps=10)
+    out = m([torch.randn(4, 3, 16, 16)], step=0, schedule_len=10)
     out["loss"].backward()
     assert all(p.grad is None for p in m.target_encoder.parameters())
     assert m.backbone.blocks()[0].attn.qkv.weight.grad.abs().sum() > 0
@@ -102,7 +102,7 @@ def test_loss_matches_an_fp64_rederivation():
         m.target_encoder.trunk.norm.weight.uniform_(0.5, 2.0)
         m.target_encoder.trunk.norm.bias.normal_()
     imgs = torch.randn(3, 3, 16, 16)
-    out = m([imgs], step=11, max_steps=20)
+    out = m([imgs], step=11, schedule_len=20)
     ctx, tgt = multiblock_masks(m.masks, 3, step=11)
     d = (m.forward_context(imgs, ctx, tgt) - m.forward_target(imgs, tgt)).abs()
     assert (d < 1).any() and (d >= 1).any()
@@ -127,8 +127,8 @@ def test_shard_units_are_encoder_target_and_predictor_blocks():
 
 
 def test_ijepa_on_a_resnet_is_rejected():
-    with pytest.raises(FastSSLError, match="--model.name"):
-        _method(model="resnet-tiny")
+    with pytest.raises(FastSSLError, match="--model.name=vit"):
+        validate(_cfg(model="resnet-tiny"))
 
 
 def test_blocks_larger_than_the_grid_are_rejected():

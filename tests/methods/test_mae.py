@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from fastssl.config import Config
+from fastssl.config import Config, validate
 from fastssl.errors import FastSSLError
 from fastssl.methods import build_method
 from fastssl.methods.mae import MAE, patchify, random_masking, unpatchify
@@ -136,8 +136,8 @@ def test_shard_units_are_encoder_and_decoder_blocks():
 def test_mae_needs_a_vit():
     c = _cfg()
     c.model.name = "resnet-tiny"
-    with pytest.raises(FastSSLError, match="--model.name"):
-        build_method(c)
+    with pytest.raises(FastSSLError, match="--model.name=vit"):
+        validate(c)
 
 
 def test_mask_ratio_leaving_no_patch_is_rejected():

@@ -57,7 +57,7 @@ def _worker(rank, store, out_dir):
         m = build_method(_cfg()).train()
         rows = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
         for step in range(STEPS):
-            out = m([v[rows] for v in _global_views(step)], step=step, max_steps=STEPS)
+            out = m([v[rows] for v in _global_views(step)], step=step, schedule_len=STEPS)
             m.commit_step(step, STEPS)
             torch.save({"queue": m.queue.clone(), "ptr": m.queue_ptr.clone(), "loss": out["loss"].detach(),
                         "bn": _bn_stats(m)}, os.path.join(out_dir, f"rank{rank}_step{step}.pt"))
@@ -71,7 +71,7 @@ def test_queue_is_shared_by_all_ranks_and_equals_one_process(tmp_path):
     single = build_method(_cfg()).train()  # one rank: 2 ShuffleBN groups by splitting
     initial = single.queue.clone()
     for step in range(STEPS):
-        out = single(_global_views(step), step=step, max_steps=STEPS)
+        out = single(_global_views(step), step=step, schedule_len=STEPS)
         single.commit_step(step, STEPS)
         r0, r1 = (torch.load(tmp_path / f"rank{r}_step{step}.pt") for r in range(WORLD))
         assert torch.equal(r0["queue"], r1["queue"]) and torch.equal(r0["ptr"], r1["ptr"])  # one queue

@@ -36,7 +36,7 @@ def _views(seed=0, n=N):
 
 
 def _step(m, views, step):
-    out = m(views, step=step, max_steps=10)
+    out = m(views, step=step, schedule_len=10)
     m.commit_step(step, 10)
     return out
 
@@ -58,7 +58,7 @@ def test_keys_are_enqueued_in_order_and_the_ring_wraps():
     for step in range(3):  # K / N = 4 slots of N keys; 3 steps fill 3 of them
         views = _views(step)
         before = m.queue.clone()
-        m(views, step=step, max_steps=10)
+        m(views, step=step, schedule_len=10)
         torch.testing.assert_close(m.queue, before)  # forward alone never touches the queue
         keys.append(m._pending_keys[0][0].clone())  # the step's one micro-batch, view 0
         m.commit_step(step, 10)
@@ -76,8 +76,8 @@ def test_forward_without_commit_leaves_the_queue_alone():
     """A skipped non-finite step runs forward but never commit_step: the queue must not move."""
     m = build_method(_cfg()).train()
     before, ptr = m.queue.clone(), m.queue_ptr.clone()
-    m(_views(), step=0, max_steps=10)
-    m(_views(1), step=1, max_steps=10)
+    m(_views(), step=0, schedule_len=10)
+    m(_views(1), step=1, schedule_len=10)
     assert torch.equal(m.queue, before) and torch.equal(m.queue_ptr, ptr)
 
 

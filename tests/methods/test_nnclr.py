@@ -73,7 +73,7 @@ def test_commit_enqueues_the_normalised_view1_projections_in_a_ring():
     assert torch.equal(m.support, initial) and m.support_ptr.item() == 0  # forward alone changes nothing
     expect = initial.clone()
     for step, (x1, x2) in enumerate(batches):
-        m([x1, x2], step=step, max_steps=3)
+        m([x1, x2], step=step, schedule_len=3)
         with torch.no_grad():
             z1 = nn.functional.normalize(m.projector(m.backbone(x1)), dim=1)
         m.commit_step(step, 3)

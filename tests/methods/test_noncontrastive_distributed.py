@@ -87,7 +87,7 @@ def _worker(rank, store, out_dir):
         m = convert_sync_batchnorm(build_method(_cfg()), torch.device("cpu")).train()  # as the engines do
         rows = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
         for step in range(STEPS):
-            out = m([v[rows] for v in _global_views(step)], step=step, max_steps=STEPS)
+            out = m([v[rows] for v in _global_views(step)], step=step, schedule_len=STEPS)
             m.commit_step(step, STEPS)
             torch.save({"support": m.support.clone(), "ptr": m.support_ptr.clone(), "loss": out["loss"].detach()},
                        os.path.join(out_dir, f"rank{rank}_step{step}.pt"))
@@ -101,7 +101,7 @@ def test_nnclr_support_set_is_shared_by_all_ranks_and_equals_one_process(tmp_pat
     single = build_method(_cfg()).train()
     initial = single.support.clone()
     for step in range(STEPS):
-        out = single(_global_views(step), step=step, max_steps=STEPS)
+        out = single(_global_views(step), step=step, schedule_len=STEPS)
         single.commit_step(step, STEPS)
         r0, r1 = (torch.load(tmp_path / f"rank{r}_step{step}.pt") for r in range(WORLD))
         assert torch.equal(r0["support"], r1["support"]) and torch.equal(r0["ptr"], r1["ptr"])  # one support set

@@ -43,8 +43,8 @@ def build(cfg):
         return method
     forward = method.forward
 
-    def poisoned_forward(views, step=0, max_steps=1):
-        out = forward(views, step, max_steps)
+    def poisoned_forward(views, step=0, schedule_len=1.0):
+        out = forward(views, step, schedule_len)
         if step == 1:
             out["loss"] = out["loss"] * float("nan")
         if step == 2:

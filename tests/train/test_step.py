@@ -24,7 +24,7 @@ class QueueMethod(SSLMethod):
         self.poison_loss = self.poison_grad = False
         self.commits = 0
 
-    def forward(self, views, step=0, max_steps=1):
+    def forward(self, views, step=0, schedule_len=1.0):
         feats = self.backbone(views[0])  # [N, 256]
         self.pending = feats[:, :8].detach()
         loss = feats.pow(2).mean()
@@ -35,7 +35,7 @@ class QueueMethod(SSLMethod):
             next(self.backbone.parameters()).grad.fill_(float("inf"))
 
     @torch.no_grad()
-    def commit_step(self, step, max_steps):
+    def commit_step(self, step, schedule_len):
         self.queue[: len(self.pending)] = self.pending
         self.commits += 1
 

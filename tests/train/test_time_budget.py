@@ -107,7 +107,7 @@ def test_a_replan_remaps_the_schedule_without_a_jump():
     assert all(0 < b - a <= 2.5 for a, b in zip(v, v[1:]))
     assert v[-1] == pytest.approx(p.schedule_total)  # the same schedule still ends at the last step
     assert lr_at(v[-1], p.schedule_total, 10, 1.0) == pytest.approx(0.0, abs=1e-9)
-    # The momentum's step / max_steps form sits on the same remapped schedule.
+    # The momentum's step / schedule_len form sits on the same remapped schedule.
     for s in (1, first_knot, first_knot + 7, p.planned_total - 1):
         assert cosine_momentum(s, p.schedule_length(s), 0.99) == pytest.approx(cosine_momentum(v[s], 100, 0.99))
 
@@ -138,7 +138,7 @@ def test_a_first_plan_shorter_than_the_warmup_shrinks_it():
     lrs = [lr_at(x, p.schedule_total, 40, 1.0) for x in v]
     assert lrs[-1] == pytest.approx(0.0, abs=1e-9) and lrs[16] > 0.99  # finished, and it left the warm-up
     assert max(abs(b - a) for a, b in zip(lrs, lrs[1:])) <= 0.15
-    for s in (3, 5, 9, 30, 59):  # the momentum's step / max_steps form sits on the same map
+    for s in (3, 5, 9, 30, 59):  # the momentum's step / schedule_len form sits on the same map
         assert cosine_momentum(s, p.schedule_length(s), 0.99) == pytest.approx(cosine_momentum(v[s], p.schedule_total, 0.99))
 
 

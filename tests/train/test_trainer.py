@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import torch
 from fastssl.errors import FastSSLError
 from fastssl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from fastssl.checkpoint.layout import COMPLETE
+from fastssl.methods import build_method
 from fastssl.train.trainer import train
 from tests.train.conftest import tiny_overrides
 
@@ -40,9 +42,22 @@ def test_train_writes_config_checkpoints_and_metrics(tiny_cfg, tmp_path):
     assert records[-1]["kind"] == "summary"
 
 
-def test_byol_trains_and_loss_is_finite(tiny_cfg):
-    summary = train(tiny_cfg("--method.name=byol", "--method.pred_hidden_dim=16", "--train.epochs=1"))
+def test_byol_trains_and_loss_is_finite(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("--method.name=byol", "--method.pred_hidden_dim=16", "--train.epochs=1")
+    torch.manual_seed(cfg.train.seed)  # the trainer's init: the same seed, then build_method
+    init = {k: v.clone() for k, v in build_method(cfg).backbone.state_dict().items()}
+    summary = train(cfg)
     assert summary["step"] == 3
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # A skipped (non-finite) step advances the step but logs no train record.
+    losses = {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+    assert sorted(losses) == [1, 2, 3] and all(math.isfinite(v) for v in losses.values()), losses
+    trained = {k[len("backbone."):]: v for k, v in _weights(tmp_path / "run").items() if k.startswith("backbone.")}
+    assert trained.keys() == init.keys()
+    weights = [k for k, v in init.items() if v.is_floating_point() and "running_" not in k]
+    assert weights and all(torch.isfinite(trained[k]).all() for k in weights)
+    changed = [k for k in weights if not torch.equal(trained[k], init[k])]
+    assert len(changed) == len(weights), sorted(set(weights) - set(changed))
 
 
 def test_resume_in_process_equals_uninterrupted(tiny_cfg, tmp_path):
@@ -104,8 +119,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path
         method = real_build(cfg)
         forward = method.forward
 
-        def poisoned(views, step=0, max_steps=1):
-            out = forward(views, step, max_steps)
+        def poisoned(views, step=0, schedule_len=1.0):
+            out = forward(views, step, schedule_len)
             if step >= 2:
                 out["loss"] = out["loss"] * float("nan")
             return out

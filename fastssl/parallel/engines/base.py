@@ -188,12 +188,12 @@ class Engine(ABC):
             return images
         return [x.to(self.input_dtype) if x.is_floating_point() else x for x in images]
 
-    def forward(self, views: list[torch.Tensor], step: int, max_steps: int, embed: bool = False):
+    def forward(self, views: list[torch.Tensor], step: int, schedule_len: float, embed: bool = False):
         """The method's forward (its outputs dict) or, with `embed`, its `embed` step (a list of
         embeddings), through the wrapped model so that DDP's and FSDP2's hooks run either way."""
         views = self.prepare_inputs(views)
         with self.autocast(), calling(self.method, self.method.embed if embed else None):
-            return self.model(views, step=step, max_steps=max_steps)
+            return self.model(views, step=step, schedule_len=schedule_len)
 
     def gradient_sync(self, enabled: bool) -> contextlib.AbstractContextManager:
         """Around one micro-batch's forward and backward: with `enabled` False its gradients stay
@@ -230,11 +230,11 @@ class Engine(ABC):
             g["lr"] = g["fixed_lr"] if g.get("fixed_lr") and lr > 0 else lr * g.get("lr_scale", 1.0)
 
     @torch.no_grad()
-    def ema_update(self, step: int, max_steps: int) -> None:
+    def ema_update(self, step: int, schedule_len: float) -> None:
         pairs = self.method.momentum_pairs()
         if not pairs:
             return
-        m = self.method.momentum_at(step, max_steps)
+        m = self.method.momentum_at(step, schedule_len)
         masters = self.ema_masters or [None] * len(pairs)
         for (online, target), master in zip(pairs, masters):
             ema_update_(target, online, m, master)

@@ -205,10 +205,10 @@ class DeepSpeedEngine(Engine):
         part[:n] = flat[start:start + n]
         return part.view_as(p.ds_tensor)
 
-    def forward(self, views: list[torch.Tensor], step: int, max_steps: int, embed: bool = False):
+    def forward(self, views: list[torch.Tensor], step: int, schedule_len: float, embed: bool = False):
         if self.freeze is not None:  # before backward: ZeRO reduces gradients as backward makes them
             self.freeze.arm(self.method.frozen_params(step, self.method.epoch_of(step)))
-        return super().forward(views, step, max_steps, embed)
+        return super().forward(views, step, schedule_len, embed)
 
     def backward(self, loss: torch.Tensor) -> None:
         # The step has scaled each micro-batch's loss by 1 / K already (and GradCache needs none).
