@@ -4,6 +4,7 @@ NNCLR (SimCLR's negatives, a nearest neighbour from a support set as the positiv
 from __future__ import annotations
 
 from fastssl.config import Config
+from fastssl.recipes.datasets import imagenet
 from fastssl.recipes.simclr import default
 from fastssl.registry import RECIPES
 
@@ -68,16 +69,6 @@ def nnclr_cpu() -> Config:
     return c
 
 
-def _imagenet(name: str, method: str) -> Config:
-    c = Config(recipe=name)
-    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 224, "auto", 8
-    c.data.dtype = "bf16"
-    c.model.name = "resnet50"
-    c.set_method(method)
-    c.train.out, c.train.knn_at_end = f"runs/{name}", False
-    return c
-
-
 @RECIPES.register("vicreg-resnet50-imagenet")
 def vicreg_resnet50_imagenet() -> Config:
     """VICReg's ImageNet setting (ResNet-50, batch 2048, LARS, 1000 epochs), for GPU runs."""
@@ -87,8 +78,8 @@ def vicreg_resnet50_imagenet() -> Config:
     # cosine to lr x 0.001 (adjust_learning_rate end_lr); 1000 epochs (paper; main_vicreg.py's
     # default --epochs is 100). Augmentation: BYOL's (the AugConfig defaults: blur 1.0 / 0.1,
     # solarisation 0 / 0.2, jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2, crop 0.08-1).
-    c = _imagenet("vicreg-resnet50-imagenet", "vicreg")
-    m = c.method
+    c = imagenet("vicreg-resnet50-imagenet", "resnet50")
+    m = c.set_method("vicreg")
     m.proj_hidden_dim, m.proj_dim, m.proj_layers = 8192, 8192, 3
     m.sim_weight, m.var_weight, m.cov_weight = 25.0, 25.0, 1.0
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "lars", 0.2, 1e-6, 10
@@ -107,8 +98,8 @@ def barlowtwins_resnet50_imagenet() -> Config:
     # biases and BN (its ndim == 1 parameters) take --learning-rate-biases 0.0048 on the same
     # schedule (adjust_learning_rate): 0.0048 / 0.2 = 0.024 of the weights' lr. Augmentation:
     # BYOL's (AugConfig defaults).
-    c = _imagenet("barlowtwins-resnet50-imagenet", "barlowtwins")
-    m = c.method
+    c = imagenet("barlowtwins-resnet50-imagenet", "resnet50")
+    m = c.set_method("barlowtwins")
     m.proj_hidden_dim, m.proj_dim, m.proj_layers, m.lambd = 8192, 8192, 3, 0.0051
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "lars", 0.2, 1.5e-6, 10
     c.optim.lars_eta, c.optim.min_lr_ratio, c.optim.bias_lr_scale = 0.001, 0.001, 0.0048 / 0.2
@@ -124,11 +115,11 @@ def simsiam_resnet50_imagenet() -> Config:
     # projector 2048 x 3 with an affine-free output BN, predictor 2048-512-2048 (builder.py).
     # Augmentation: MoCo v2's (crop 0.2-1, jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale 0.2,
     # blur p 0.5, flip). main_simsiam.py decays every parameter; here biases and BN are not decayed.
-    c = _imagenet("simsiam-resnet50-imagenet", "simsiam")
+    c = imagenet("simsiam-resnet50-imagenet", "resnet50")
     c.aug.crop_scale_min = 0.2
     c.aug.brightness, c.aug.contrast, c.aug.saturation, c.aug.hue = 0.4, 0.4, 0.4, 0.1
     c.aug.blur_p, c.aug.solarize_p = (0.5, 0.5), (0.0, 0.0)
-    m = c.method
+    m = c.set_method("simsiam")
     m.proj_hidden_dim, m.proj_dim, m.proj_layers, m.pred_hidden_dim, m.fix_pred_lr = 2048, 2048, 3, 512, True
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.momentum = "sgd", 0.05, 1e-4, 0.9
     c.optim.warmup_epochs, c.optim.min_lr_ratio = 0, 0.0
@@ -144,8 +135,8 @@ def nnclr_resnet50_imagenet() -> Config:
     # batch / 256 = 4.8), wd 1e-6, 10 warm-up epochs then cosine, batch 4096, 1000 epochs; BYOL's
     # augmentations (the AugConfig defaults). LARS leaves biases and BN out of decay and
     # adaptation (fastssl.train.optim), as BYOL's and SimCLR's code, which the paper follows.
-    c = _imagenet("nnclr-resnet50-imagenet", "nnclr")
-    m = c.method
+    c = imagenet("nnclr-resnet50-imagenet", "resnet50")
+    m = c.set_method("nnclr")
     m.proj_hidden_dim, m.proj_dim, m.proj_layers, m.pred_hidden_dim = 2048, 256, 3, 4096
     m.queue_size, m.temperature = 98304, 0.1
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "lars", 0.3, 1e-6, 10
