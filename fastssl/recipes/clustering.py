@@ -4,39 +4,35 @@ from __future__ import annotations
 
 from fastssl.config import Config
 from fastssl.recipes.datasets import cifar10, imagenet
-from fastssl.recipes.simclr import default
+from fastssl.recipes.simclr import default_with
 from fastssl.registry import RECIPES
 
 
 @RECIPES.register("swav-cpu")
 def swav_cpu() -> Config:
     """SwAV on the built-in digits (16 px, resnet-tiny, 2 + 2 crops): minutes on 2 CPU cores."""
-    c = default()
-    c.recipe = "swav-cpu"
+    c = default_with("swav-cpu", "swav")
     # Multi-crop at digit scale: two 16 px global crops and two 8 px local crops of (0.2, 0.5)
     # of the image, the ratio of swav's 224 / 96 px crops of (0.14, 1) / (0.05, 0.14).
     c.aug.local_crops, c.aug.local_size, c.aug.local_scale_min, c.aug.local_scale_max = 2, 8, 0.2, 0.5
     c.aug.local_blur_p = 0.0  # 8 px is too small to blur
-    m = c.set_method("swav")
+    m = c.method
     # More prototypes than embedding dimensions, as swav's 3000 > 128: with K <= D every
     # embedding can be orthogonal to all prototype differences, predictions go uniform and the
     # loss sits at log K (measured here with K = 30, D = 64: stuck at 3.40 from epoch 4). 100
     # prototypes for a batch of 128 is swav's ratio (3000 for 4096); no queue at that ratio.
     m.proj_hidden_dim, m.proj_dim, m.num_prototypes = 256, 32, 100
     m.temperature, m.epsilon, m.queue_length = 0.1, 0.05, 0
-    c.train.out = "runs/swav-cpu"
     return c
 
 
 @RECIPES.register("deepcluster-cpu")
 def deepcluster_cpu() -> Config:
     """DeepCluster v2 on the built-in digits (16 px, resnet-tiny, k = 30 x 3): minutes on 2 CPU cores."""
-    c = default()
-    c.recipe = "deepcluster-cpu"
-    m = c.set_method("deepcluster")
+    c = default_with("deepcluster-cpu", "deepcluster")
+    m = c.method
     # Three k-means of 30 clusters for 10 classes, as main_deepclusterv2.py's 3 x 3000 for 1000.
     m.proj_hidden_dim, m.proj_dim, m.num_prototypes, m.temperature = 256, 64, "30,30,30", 0.1
-    c.train.out = "runs/deepcluster-cpu"
     return c
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastssl.config import Config
 from fastssl.recipes.datasets import cifar10, imagenet
-from fastssl.recipes.simclr import default
+from fastssl.recipes.simclr import default_with
 from fastssl.registry import RECIPES
 
 
@@ -16,15 +16,14 @@ def mocov2_cpu() -> Config:
     # MoCo CIFAR-10 demo's, for short runs; 0.999 barely moves the key encoder in 240 steps),
     # the paper's asymmetric loss (half the cost of a symmetric step), ShuffleBN over 4 groups
     # of 32 as on 4 GPUs.
-    c = default()
-    c.recipe = "mocov2-cpu"
-    m = c.set_method("mocov2")
+    c = default_with("mocov2-cpu", "mocov2")
+    m = c.method
     m.proj_hidden_dim, m.proj_dim = 256, 64
     m.queue_size, m.temperature, m.symmetric = 1024, 0.2, False
     m.momentum_base = m.momentum_final = 0.99
     m.bn, m.shuffle_bn_groups = "shuffle", 4
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "adamw", 0.002, 1e-4, 2
-    c.train.epochs, c.train.batch_size, c.train.out = 20, 128, "runs/mocov2-cpu"
+    c.train.epochs, c.train.batch_size = 20, 128
     return c
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastssl.config import Config
 from fastssl.recipes.datasets import cifar10, imagenet
-from fastssl.recipes.simclr import default
+from fastssl.recipes.simclr import default_with
 from fastssl.registry import RECIPES
 
 
@@ -16,13 +16,12 @@ def mocov3_cpu() -> Config:
     # 0.99 -> 1 (cosine), AdamW. The tiny ViT (vit_nano, 4 px patches) had not left random-init
     # kNN after 2 epochs at this budget (measured), so the CPU recipe uses the tiny ResNet;
     # `--model.name=vit_nano --model.patch_size=4` runs the ViT variant (frozen patch projection).
-    c = default()
-    c.recipe = "mocov3-cpu"
-    m = c.set_method("mocov3")
+    c = default_with("mocov3-cpu", "mocov3")
+    m = c.method
     m.proj_hidden_dim, m.proj_dim, m.pred_hidden_dim, m.proj_layers = 256, 64, 256, 0
     m.temperature, m.momentum_base, m.momentum_final, m.freeze_patch_embed = 0.2, 0.99, 1.0, True
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "adamw", 0.002, 1e-4, 2
-    c.train.epochs, c.train.batch_size, c.train.out = 10, 128, "runs/mocov3-cpu"
+    c.train.epochs, c.train.batch_size = 10, 128
     return c
 
 

@@ -5,18 +5,8 @@ from __future__ import annotations
 
 from fastssl.config import Config
 from fastssl.recipes.datasets import imagenet
-from fastssl.recipes.simclr import default
+from fastssl.recipes.simclr import default_with
 from fastssl.registry import RECIPES
-
-
-def _cpu(name: str, method: str) -> Config:
-    """The digits setting of `default` (tiny ResNet, 16 px, batch 128, 20 epochs, AdamW) with
-    `method` in place of SimCLR."""
-    c = default()
-    c.recipe = name
-    c.set_method(method)
-    c.train.out = f"runs/{name}"
-    return c
 
 
 @RECIPES.register("vicreg-cpu")
@@ -24,7 +14,7 @@ def vicreg_cpu() -> Config:
     """VICReg on the built-in digits (16 px, tiny ResNet): trains in minutes on 2 CPU cores."""
     # The paper's expander shape (3 layers, as wide as its output) narrowed to 256-256-256 for the
     # tiny ResNet's 64 features; weights 25/25/1 as the paper. AdamW lr, measured on digits.
-    c = _cpu("vicreg-cpu", "vicreg")
+    c = default_with("vicreg-cpu", "vicreg")
     m = c.method
     m.proj_hidden_dim, m.proj_dim, m.proj_layers = 256, 256, 3
     return c
@@ -36,7 +26,7 @@ def barlowtwins_cpu() -> Config:
     # The paper's projector shape narrowed to 256-256-256; lambd 0.0051 as main.py (with D = 256
     # the off-diagonal sum has ~32x fewer terms than at 8192, so it weighs less, as in the paper's
     # Fig. 4 sweep, where lambd is insensitive within an order of magnitude).
-    c = _cpu("barlowtwins-cpu", "barlowtwins")
+    c = default_with("barlowtwins-cpu", "barlowtwins")
     m = c.method
     m.proj_hidden_dim, m.proj_dim, m.proj_layers, m.lambd = 256, 256, 3, 0.0051
     return c
@@ -48,7 +38,7 @@ def simsiam_cpu() -> Config:
     # The paper's heads narrowed: projector 3 layers 256-256 (builder.py uses the backbone's
     # width), predictor bottleneck 256-64-256 (2048-512-2048 in the paper, the same 4x ratio);
     # the predictor keeps the peak lr (--fix-pred-lr).
-    c = _cpu("simsiam-cpu", "simsiam")
+    c = default_with("simsiam-cpu", "simsiam")
     m = c.method
     m.proj_hidden_dim, m.proj_dim, m.proj_layers, m.pred_hidden_dim = 256, 256, 3, 64
     return c
@@ -62,7 +52,7 @@ def nnclr_cpu() -> Config:
     # (1,024 of the ~1,600 digits; the paper's 98,304 is ~8% of ImageNet, which would here hold
     # under one class per neighbour), T 0.2 (solo-learn's CIFAR value, as mocov3-cpu), AdamW as
     # the other digits recipes.
-    c = _cpu("nnclr-cpu", "nnclr")
+    c = default_with("nnclr-cpu", "nnclr")
     m = c.method
     m.proj_hidden_dim, m.proj_dim, m.proj_layers, m.pred_hidden_dim = 256, 64, 3, 256
     m.queue_size, m.temperature = 1024, 0.2

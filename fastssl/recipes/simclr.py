@@ -21,6 +21,16 @@ def default() -> Config:
     return c
 
 
+def default_with(name: str, method: str) -> Config:
+    """The digits setting of `default` (tiny ResNet, 16 px, batch 128, 20 epochs, AdamW) with
+    `method` in place of SimCLR: the base of most `*-cpu` recipes."""
+    c = default()
+    c.recipe = name
+    c.set_method(method)
+    c.train.out = f"runs/{name}"
+    return c
+
+
 @RECIPES.register("simclr-resnet18-cifar10")
 def simclr_resnet18_cifar10() -> Config:
     """SimCLR's CIFAR-10 setting: ResNet-18 with the 3x3 stem, no blur, T = 0.5."""
