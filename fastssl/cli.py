@@ -37,24 +37,6 @@ _OOM_FIXES = {
 _OOM_FIX_OTHER = "use a smaller batch or a machine with more memory"
 
 
-def _split_overrides(rest: list[str]) -> list[str]:
-    """Accept `--a.b=v` and `--a.b v`; anything else is an error naming the right form."""
-    out, i = [], 0
-    while i < len(rest):
-        tok = rest[i]
-        if not tok.startswith("--") or "." not in tok.split("=", 1)[0]:
-            raise FastSSLError(f"unexpected argument {tok!r}; config overrides look like --section.key=value")
-        if "=" in tok:
-            out.append(tok)
-            i += 1
-        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-            out.append(f"{tok}={rest[i + 1]}")
-            i += 2
-        else:
-            raise FastSSLError(f"override {tok} has no value; write {tok}=VALUE")
-    return out
-
-
 def resolve_config(recipe: str | None, overrides: list[str], config_file: str | None = None,
                    base: Config | None = None) -> Config:
     """`base` (a run's saved config, on resume) or the recipe (--recipe, else the one the config file
@@ -65,7 +47,7 @@ def resolve_config(recipe: str | None, overrides: list[str], config_file: str | 
     file_recipe, file_keys = read_config_file(config_file) if config_file else (None, {})
     cfg = base if base is not None else get_recipe(recipe or file_recipe or "default")
     set_values(cfg, file_keys.items())
-    return apply_overrides(cfg, _split_overrides(overrides))
+    return apply_overrides(cfg, overrides)
 
 
 def _cmd_train(args: argparse.Namespace, rest: list[str]) -> int:

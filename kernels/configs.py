@@ -12,7 +12,7 @@ register spills must stay within SPILL_BYTES. `python -m fastssl_kernels.aot` pr
 of measured shared memory, registers and spills.
 
 Speed is unmeasured on every chip: the tiles are the sm_90 ones (themselves picked from
-compiles, not timings), shrunk where a chip needs it (tune with benchmarks/bench_nt_xent.py
+compiles, not timings), shrunk where a chip needs it (tune with `fastssl bench loss`
 where a GPU is at hand).
 
 Limits: no Volta (sm_70), no sm_87 (Jetson Orin), no other capability not listed here, and no

@@ -52,6 +52,18 @@ def test_bad_overrides_fail_with_one_line(override, fragment):
     assert fragment in msg and "\n" not in msg
 
 
+def test_override_tokens_take_both_flag_forms():
+    from fastssl.config.config import parse_overrides
+
+    tokens = ["--train.epochs=3", "--train.batch_size", "8", "model.name=vit_tiny", "--aug.blur_p=0.5,0.25"]
+    assert parse_overrides(tokens) == [("train.epochs", "3"), ("train.batch_size", "8"), ("model.name", "vit_tiny"),
+                                       ("aug.blur_p", "0.5,0.25")]
+    for bad, fragment in [(["--train.epochs", "--train.batch_size=8"], "has no value"),
+                          (["stray"], "--section.key=value"), (["--epochs=3"], "--section.key=value")]:
+        with pytest.raises(FastSSLError, match=fragment):
+            parse_overrides(bad)
+
+
 def test_json_round_trip_and_format():
     cfg = apply_overrides(Config(), ["--aug.solarize_p=0.1,0.3", "--train.epochs=7"])
     again = Config.from_dict(json.loads(cfg.to_json()))
@@ -63,6 +75,8 @@ def test_json_round_trip_and_format():
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(FastSSLError, match="unknown config key"):
         Config.from_dict({"train": {"nope": 1}})
+    with pytest.raises(FastSSLError, match="'train' must be a section of keys"):
+        Config.from_dict({"train": 5})
 
 
 def test_set_value_rejects_malformed_key():

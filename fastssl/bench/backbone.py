@@ -21,16 +21,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fastssl.bench.harness import (
-    Provenance,
-    bench_device,
-    cuda_sync,
-    load_average,
-    measure,
-    measure_peak_memory_cuda,
-    measure_peak_memory_subprocess,
-    set_threads,
-)
+from fastssl.bench.harness import (Provenance, bench_device, cuda_sync, load_average, measure, measure_peak_memory,
+                                   set_threads)
 from fastssl.bench.mfu import device_peak_flops, mfu
 from fastssl.bench.report import RowSink, add_output_options, emit, log
 from fastssl.data.dtypes import output_dtype
@@ -106,14 +98,10 @@ def _bench_model(args, device, name: str, prov_row: dict[str, Any]) -> dict[str,
            "batch": args.batch, "amp": args.amp, "load_1m": load_average()}
     kw = dict(name=name, image_size=size, patch_size=patch, batch=args.batch, amp=args.amp)
     try:
-        mem = None
-        if args.memory and device.type != "cuda":
-            mem = measure_peak_memory_subprocess(make_step, kw, prime_kwargs={**kw, "batch": 1})
         step = make_step(device=str(device), **kw)
         flops = _count_flops(step)  # also the first warm-up call
         t = measure(step, max(0, args.warmup - 1), args.repeats, cuda_sync(device), args.max_case_s)
-        if args.memory and device.type == "cuda":
-            mem = measure_peak_memory_cuda(step, device)
+        mem = measure_peak_memory(make_step, kw, device, {**kw, "batch": 1}, built=step) if args.memory else None
     except Exception as e:  # noqa: BLE001 -- an OOM is a result for this model; the others still run
         if not isinstance(e, (torch.OutOfMemoryError, MemoryError, FastSSLError)):
             raise
@@ -149,15 +137,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise FastSSLError("--batch must be >= 1")
     prov = Provenance.collect(device)
     log(args, f"# bench backbone: {prov.summary()}; batch {args.batch}, amp {args.amp}")
-    rows, sink = [], RowSink(args.csv, FIELDS)
+    sink = RowSink(args.csv, FIELDS)
     for name in models:
-        row = _bench_model(args, device, name, prov.as_row())
-        rows.append(row)
-        sink.add(row)
+        row = sink.add(_bench_model(args, device, name, prov.as_row()))
         log(args, f"  {name:<16} {row['image_size']:>4}px  {row.get('images_per_s', float('nan')):9.1f} images/s  "
                   f"{row.get('peak_extra_mb', float('nan')):8.1f} MiB  {row['status']}")
     return emit(
-        "backbone", args, rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, notes=[], sink=sink,
+        "backbone", args, sink.rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, notes=[], sink=sink,
         plot_spec=dict(x="model", y=["images_per_s", "tflops"], group=["model", "image_size"], kind="bar", logy=True,
                        title=f"backbone fwd+bwd, batch {args.batch}, {prov.device}"),
     )

@@ -236,6 +236,21 @@ def measure_peak_memory_subprocess(
     raise FastSSLError(f"memory measurement of {spec} failed, {why}: {tail}")
 
 
+def measure_peak_memory(
+    make: Callable[..., Callable[[], Any]],
+    kwargs: dict[str, Any],
+    device: Any,
+    prime_kwargs: dict[str, Any],
+    built: Callable[[], Any] | None = None,
+) -> PeakMemory:
+    """Peak memory of one call of the case `make(**kwargs)` sets up: on CUDA in this process (of
+    `built`, the case already made and warmed, when given), elsewhere in a fresh process, since a
+    long-lived one reuses freed blocks unseen (`measure_peak_memory_subprocess`)."""
+    if device.type == "cuda":
+        return measure_peak_memory_cuda(built or make(device=str(device), **kwargs), device)
+    return measure_peak_memory_subprocess(make, kwargs, prime_kwargs=prime_kwargs)
+
+
 # ----------------------------------------------------------------------------------------------
 # Provenance
 # ----------------------------------------------------------------------------------------------

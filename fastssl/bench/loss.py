@@ -26,18 +26,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fastssl.bench.harness import (
-    MIB,
-    Provenance,
-    Timing,
-    bench_device,
-    cuda_sync,
-    load_average,
-    measure,
-    measure_peak_memory_cuda,
-    measure_peak_memory_subprocess,
-    set_threads,
-)
+from fastssl.bench.harness import (MIB, Provenance, Timing, bench_device, cuda_sync, load_average, measure,
+                                   measure_peak_memory, set_threads)
 from fastssl.bench.mfu import device_peak_flops, mfu
 from fastssl.bench.report import RowSink, add_output_options, emit, log
 from fastssl.data.dtypes import output_dtype
@@ -153,9 +143,7 @@ def _unavailable(provider: str, device) -> str | None:
 
 def _peak(args, device, two_n: int, d: int, dtype: str, provider: str):
     kw = dict(two_n=two_n, d=d, dtype=dtype, impl=provider, temperature=args.temperature)
-    if device.type == "cuda":
-        return measure_peak_memory_cuda(make_case(device=str(device), **kw), device)
-    return measure_peak_memory_subprocess(make_case, kw, prime_kwargs={**kw, "two_n": 8})
+    return measure_peak_memory(make_case, kw, device, prime_kwargs={**kw, "two_n": 8})
 
 
 def _timing_cols(prefix: str, t: Timing) -> dict[str, Any]:
@@ -309,7 +297,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         notes.append(f"{p}: {why}") if why else providers.append(p)
     base = {"budget_mb": args.mem_budget_mb, "temperature": args.temperature, **prov.as_row()}
     caps = _provider_caps(args.max_two_n, providers)
-    model, rows, sink = MemoryModel(), [], RowSink(args.csv, FIELDS)
+    model, sink = MemoryModel(), RowSink(args.csv, FIELDS)
+    rows = sink.rows
     for dtype in dtypes:
         for d in dims:
             for two_n in sizes:
@@ -318,15 +307,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "load_1m": load_average()}
                     _timed_row(args, device, row, model, caps.get(provider))
                     _add_ratios(row, rows)
-                    rows.append(row)
                     sink.add(row)
                     log(args, f"  {provider:<8} 2N={two_n:<8} d={d:<4} {dtype}: "
                               f"fwd+bwd {row.get('fwd_bwd_ms', float('nan')):.4g} ms, "
                               f"peak {row.get('peak_extra_mb', float('nan')):.4g} MiB  {row.get('status')}")
     for key in sorted(model.points):
-        row = _budget_row(args, device, {**base, "load_1m": load_average()}, key, model, rows)
-        rows.append(row)
-        sink.add(row)
+        row = sink.add(_budget_row(args, device, {**base, "load_1m": load_average()}, key, model, rows))
         if fit := model.fit(key):
             notes.append(f"{key[0]} d={key[1]} {key[2]}: peak ~ {fit[0] / MIB:.1f} MiB + {fit[1]:.3g} B x (2N)^{fit[2]}; "
                          f"largest 2N in {args.mem_budget_mb:.0f} MiB: {row.get('two_n')} ({row['status']})")

@@ -80,7 +80,7 @@ class CsvWriter:
 
 
 class RowSink:
-    """Rows to the CSV one at a time, as each is measured (`--csv ''`: nowhere).
+    """A benchmark's rows (`rows`), each to the CSV as it is measured (`--csv ''`: nowhere).
 
     Each row is appended and the file closed at once, so a run stopped by a time limit (the GPU
     suite's `timeout`) or a crash keeps every row measured before it; writing at exit would lose
@@ -89,12 +89,15 @@ class RowSink:
 
     def __init__(self, path: str, fields: Sequence[str]):
         self.writer = CsvWriter(path, fields) if path else None
+        self.rows: list[dict[str, Any]] = []
         self.count = 0
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any]) -> dict[str, Any]:
+        self.rows.append(row)
         if self.writer is not None:
             self.writer.append([row])
             self.count += 1
+        return row
 
     @property
     def path(self) -> str | None:

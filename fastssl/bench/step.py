@@ -289,8 +289,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in names:
             row = _bench(_strategy(cfg, name, args.zero_stage), world, args, name, flops)
             _complete(row, common, rows)
-            rows.append(row)
-            sink.add(row)
+            rows.append(sink.add(row))  # this rank's rows; the sink takes the others' below too
             gc.collect()
             if world.is_main:
                 log(args, f"  {name:<6} rank 0: {row['state_mb']:8.1f} MiB state  {row['comm_payload_mb']:8.1f} MiB "

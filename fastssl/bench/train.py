@@ -119,15 +119,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = bench_device(args.device)
     prov = Provenance.collect(device)
     log(args, f"# bench train: {prov.summary()}")
-    rows, sink = [], RowSink(args.csv, FIELDS)
+    sink = RowSink(args.csv, FIELDS)
     for path in args.run:
-        row = _row(path, args, device, prov.as_row())
-        rows.append(row)
-        sink.add(row)
+        row = sink.add(_row(path, args, device, prov.as_row()))
         log(args, f"  {row['run']:<24} {row.get('images_per_s', float('nan')):9.1f} images/s  "
                   f"MFU {row.get('mfu') if row.get('mfu') is not None else '-'}  {row['status']}")
     return emit(
-        "train", args, rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, notes=[], sink=sink,
+        "train", args, sink.rows, FIELDS, provenance=prov.as_row(), columns=COLUMNS, notes=[], sink=sink,
         plot_spec=dict(x="run", y=["images_per_s", "tflops"], group=["run"], kind="bar",
                        title=f"fastssl train smoke, {prov.device}"),
     )

@@ -20,16 +20,7 @@ from typing import Any, Iterable
 from fastssl.config.durations import parse_duration, parse_every
 from fastssl.config.typed import coerce
 from fastssl.config.methods import MethodConfig, SimCLRConfig, method_config_class, method_keys
-from fastssl.config.sections import (
-    AugConfig,
-    DataConfig,
-    DistConfig,
-    EvalConfig,
-    LogConfig,
-    ModelConfig,
-    OptimConfig,
-    TrainConfig,
-)
+from fastssl.config import sections as sec
 from fastssl.errors import FastSSLError, did_you_mean
 
 
@@ -40,15 +31,15 @@ RUN_RECORD_KEYS = ("history",)
 
 @dataclass
 class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    aug: AugConfig = field(default_factory=AugConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    data: sec.DataConfig = field(default_factory=sec.DataConfig)
+    aug: sec.AugConfig = field(default_factory=sec.AugConfig)
+    model: sec.ModelConfig = field(default_factory=sec.ModelConfig)
     method: MethodConfig = field(default_factory=SimCLRConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    dist: DistConfig = field(default_factory=DistConfig)
-    log: LogConfig = field(default_factory=LogConfig)
+    optim: sec.OptimConfig = field(default_factory=sec.OptimConfig)
+    train: sec.TrainConfig = field(default_factory=sec.TrainConfig)
+    eval: sec.EvalConfig = field(default_factory=sec.EvalConfig)
+    dist: sec.DistConfig = field(default_factory=sec.DistConfig)
+    log: sec.LogConfig = field(default_factory=sec.LogConfig)
     recipe: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,22 +52,28 @@ class Config:
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         """Inverse of to_dict. Unknown keys fail like CLI overrides do."""
         cfg = cls()
-        items = []
-        for section, values in d.items():
-            if section == "recipe":
-                cfg.recipe = str(values)
-                continue
-            if section in RUN_RECORD_KEYS:
-                continue
-            if not isinstance(values, dict):
-                raise FastSSLError(f"config section '{section}' must be an object of keys, got {values!r}")
-            items += [(f"{section}.{k}", v) for k, v in values.items()]
-        return set_values(cfg, items)
+        if "recipe" in d:
+            cfg.recipe = str(d["recipe"])
+        return set_values(cfg, section_items(d, "config"))
 
     def set_method(self, name: str) -> MethodConfig:
         """Switch the method section to `name`'s class (what `--method.name=` does)."""
         set_value(self, "method.name", name)
         return self.method
+
+
+def section_items(d: dict[str, Any], where: str) -> list[tuple[str, Any]]:
+    """A config dict's sections (`{"train": {"epochs": 5}}`: to_dict, a config file) as
+    [("train.epochs", 5)], for `set_values`; `recipe` and the run record are not sections."""
+    items = []
+    for section, values in d.items():
+        if section == "recipe" or section in RUN_RECORD_KEYS:
+            continue
+        if not isinstance(values, dict):
+            raise FastSSLError(f"{where}: '{section}' must be a section of keys, like "
+                               f"`{section}: {{key: value}}`, not {values!r}")
+        items += [(f"{section}.{k}", v) for k, v in values.items()]
+    return items
 
 
 def sections(cfg: Config) -> dict[str, Any]:
@@ -140,16 +137,28 @@ def set_values(cfg: Config, items: "Iterable[tuple[str, Any]]") -> Config:
     return cfg
 
 
+def parse_overrides(tokens: list[str]) -> list[tuple[str, str]]:
+    """`--section.key=value`, `--section.key value` (command lines) and `section.key=value` (bench
+    --set, the Python API) as (key, value) pairs; anything else is an error naming the right form."""
+    out, i = [], 0
+    while i < len(tokens):
+        tok = tokens[i]
+        key, eq, value = tok.removeprefix("--").partition("=")
+        if "." not in key or not (eq or tok.startswith("--")):
+            raise FastSSLError(f"unexpected argument {tok!r}; config overrides look like --section.key=value")
+        if not eq:  # `--a.b v`: the value is the next token, unless that is another flag
+            if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+                raise FastSSLError(f"override {tok!r} has no value; write --{key}=VALUE")
+            i += 1
+            value = tokens[i]
+        out.append((key.strip(), value))
+        i += 1
+    return out
+
+
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply `--section.key=value` (or `section.key=value`) strings; `method.name` goes first."""
-    parsed = []
-    for item in overrides:
-        s = item[2:] if item.startswith("--") else item
-        if "=" not in s:
-            raise FastSSLError(f"override {item!r} has no value; write --{s}=VALUE")
-        key, value = s.split("=", 1)
-        parsed.append((key.strip(), value))
-    return set_values(cfg, parsed)
+    """Apply override tokens (`parse_overrides`); `method.name` goes first."""
+    return set_values(cfg, parse_overrides(overrides))
 
 
 def validate(cfg: Config) -> Config:

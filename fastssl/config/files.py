@@ -19,7 +19,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from fastssl.config.config import RUN_RECORD_KEYS, Config, sections
+from fastssl.config.config import Config, section_items, sections
 from fastssl.config.key_help import field_help
 from fastssl.errors import FastSSLError
 
@@ -36,15 +36,7 @@ def read_config_file(path: str) -> tuple[str | None, dict[str, Any]]:
     if not isinstance(data, dict):
         raise FastSSLError(f"config file {path} must hold sections of keys, like `train: {{batch_size: 256}}`")
     recipe = data.get("recipe")
-    flat: dict[str, Any] = {}
-    for section, values in data.items():
-        if section == "recipe" or section in RUN_RECORD_KEYS:
-            continue
-        if not isinstance(values, dict):
-            raise FastSSLError(f"config file {path}: '{section}' must be a section of keys, like "
-                               f"`{section}: {{key: value}}`, not {values!r}")
-        flat.update({f"{section}.{k}": v for k, v in values.items()})
-    return (str(recipe) if recipe else None), flat
+    return (str(recipe) if recipe else None), dict(section_items(data, f"config file {path}"))
 
 
 def _parse(p: Path) -> Any:

@@ -197,8 +197,8 @@ class TrainConfig(Section):
     time_budget: str = ""
     # Re-plan the remaining steps (warm-up included) when the projected end misses the budget by
     # more than this share of it, narrowing to half of it over the run's second half; the schedule
-    # is remapped, not restarted. 0 = plan once and never revise. Why 0.05: README.md "Time to
-    # accuracy" (at 0.1 a 30-minute run planned from slow first steps stopped 256 s early).
+    # is remapped, not restarted. 0 = plan once and never revise. Why 0.05: benchmarks/README.md,
+    # "Time to accuracy".
     time_budget_tolerance: float = 0.05
     # Micro-batches per optimizer step: each rank runs K of batch_size / (data-parallel size x K)
     # images and steps once, so batch_size stays the global batch (torchtitan's

@@ -3,7 +3,8 @@
 One module per method family (simclr.py, byol.py, ...); each recipe is a function returning a
 `Config`, registered at its definition (`@RECIPES.register("simclr-resnet50-imagenet")`,
 fastssl/registry.py), whose docstring's first line is the summary `fastssl recipes` prints. Every
-recipe says in a comment where its numbers come from (paper or repository).
+recipe says in a comment where its numbers come from (paper or repository). Recipes start from the
+data block of the dataset they train on (datasets.py: CIFAR-10, ImageNet, the built-in digits).
 """
 
 from __future__ import annotations

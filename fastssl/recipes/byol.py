@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastssl.config import Config
-from fastssl.recipes.simclr import default, simclr_resnet18_cifar10
+from fastssl.recipes.simclr import default_with, simclr_resnet18_cifar10
 from fastssl.registry import RECIPES
 
 
@@ -14,12 +14,10 @@ def byol_cpu() -> Config:
     # recipes narrow theirs (projector and predictor 256 -> 64; the paper's 4096 -> 256 is the
     # same shape), and tau 0.99 -> 1: solo-learn's CIFAR base (byol.yaml), since the paper's 0.996
     # barely moves the target in 240 steps.
-    c = default()
-    c.recipe = "byol-cpu"
-    m = c.set_method("byol")
+    c = default_with("byol-cpu", "byol")
+    m = c.method
     m.proj_hidden_dim, m.proj_dim, m.pred_hidden_dim = 256, 64, 256
     m.momentum_base, m.momentum_final = 0.99, 1.0
-    c.train.out = "runs/byol-cpu"
     return c
 
 

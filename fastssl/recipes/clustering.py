@@ -3,39 +3,36 @@
 from __future__ import annotations
 
 from fastssl.config import Config
-from fastssl.recipes.simclr import default
+from fastssl.recipes.datasets import cifar10, imagenet
+from fastssl.recipes.simclr import default_with
 from fastssl.registry import RECIPES
 
 
 @RECIPES.register("swav-cpu")
 def swav_cpu() -> Config:
     """SwAV on the built-in digits (16 px, resnet-tiny, 2 + 2 crops): minutes on 2 CPU cores."""
-    c = default()
-    c.recipe = "swav-cpu"
+    c = default_with("swav-cpu", "swav")
     # Multi-crop at digit scale: two 16 px global crops and two 8 px local crops of (0.2, 0.5)
     # of the image, the ratio of swav's 224 / 96 px crops of (0.14, 1) / (0.05, 0.14).
     c.aug.local_crops, c.aug.local_size, c.aug.local_scale_min, c.aug.local_scale_max = 2, 8, 0.2, 0.5
     c.aug.local_blur_p = 0.0  # 8 px is too small to blur
-    m = c.set_method("swav")
+    m = c.method
     # More prototypes than embedding dimensions, as swav's 3000 > 128: with K <= D every
     # embedding can be orthogonal to all prototype differences, predictions go uniform and the
     # loss sits at log K (measured here with K = 30, D = 64: stuck at 3.40 from epoch 4). 100
     # prototypes for a batch of 128 is swav's ratio (3000 for 4096); no queue at that ratio.
     m.proj_hidden_dim, m.proj_dim, m.num_prototypes = 256, 32, 100
     m.temperature, m.epsilon, m.queue_length = 0.1, 0.05, 0
-    c.train.out = "runs/swav-cpu"
     return c
 
 
 @RECIPES.register("deepcluster-cpu")
 def deepcluster_cpu() -> Config:
     """DeepCluster v2 on the built-in digits (16 px, resnet-tiny, k = 30 x 3): minutes on 2 CPU cores."""
-    c = default()
-    c.recipe = "deepcluster-cpu"
-    m = c.set_method("deepcluster")
+    c = default_with("deepcluster-cpu", "deepcluster")
+    m = c.method
     # Three k-means of 30 clusters for 10 classes, as main_deepclusterv2.py's 3 x 3000 for 1000.
     m.proj_hidden_dim, m.proj_dim, m.num_prototypes, m.temperature = 256, 64, "30,30,30", 0.1
-    c.train.out = "runs/deepcluster-cpu"
     return c
 
 
@@ -51,14 +48,6 @@ def _swav_crops(c: Config) -> None:
     c.aug.blur_p, c.aug.local_blur_p, c.aug.solarize_p = (0.5, 0.5), 0.5, (0.0, 0.0)
 
 
-def _imagenet(c: Config, name: str) -> None:
-    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 224, "auto", 8
-    c.data.dtype = "bf16"
-    c.model.name = "resnet50"
-    c.train.knn_at_end = False
-    c.train.out = f"runs/{name}"
-
-
 @RECIPES.register("swav-resnet50-imagenet")
 def swav_resnet50_imagenet() -> Config:
     """SwAV's 800-epoch ImageNet run (batch 4096, 2x224 + 6x96 crops, LARS 4.8), for GPU clusters."""
@@ -66,8 +55,7 @@ def swav_resnet50_imagenet() -> Config:
     # (LARC, trust 0.001, no clip) base lr 4.8 -> final 0.0048, 10 warm-up epochs, wd 1e-6,
     # eps 0.05, 3 Sinkhorn iterations, T 0.1, 128-d features, 3000 prototypes, no queue,
     # prototypes frozen 313 iterations (one epoch). Linear top-1 75.3% (README).
-    c = Config(recipe="swav-resnet50-imagenet")
-    _imagenet(c, "swav-resnet50-imagenet")
+    c = imagenet("swav-resnet50-imagenet", "resnet50")
     _swav_crops(c)
     m = c.set_method("swav")
     m.proj_hidden_dim, m.proj_dim, m.num_prototypes = 2048, 128, 3000
@@ -99,8 +87,7 @@ def deepcluster_resnet50_imagenet() -> Config:
     # facebookresearch/swav scripts/deepclusterv2_800ep_pretrain.sh: batch 4096, LARS 4.8 ->
     # 0.0048, 10 warm-up epochs, wd 1e-6, T 0.1, 128-d features, --nmb_prototypes 3000 3000
     # 3000, prototypes never trained. Linear top-1 75.2% (README).
-    c = Config(recipe="deepcluster-resnet50-imagenet")
-    _imagenet(c, "deepcluster-resnet50-imagenet")
+    c = imagenet("deepcluster-resnet50-imagenet", "resnet50")
     _swav_crops(c)
     m = c.set_method("deepcluster")
     m.proj_hidden_dim, m.proj_dim, m.num_prototypes, m.temperature = 2048, 128, "3000,3000,3000", 0.1
@@ -110,18 +97,17 @@ def deepcluster_resnet50_imagenet() -> Config:
     return c
 
 
-def _cifar10(c: Config, name: str) -> None:
+def _solo_cifar10(name: str) -> Config:
+    c = cifar10(name, "resnet18-cifar")
     # solo-learn scripts/pretrain/cifar/augmentations/symmetric.yaml: 2 crops of 32 px, scale
     # (0.08, 1), jitter 0.8 (0.8, 0.8, 0.8, 0.2), grayscale 0.2, blur 0.5, no solarisation.
-    c.data.dataset, c.data.image_size, c.data.num_workers = "npz", 32, 4
     c.aug.brightness, c.aug.contrast, c.aug.saturation, c.aug.hue = 0.8, 0.8, 0.8, 0.2
     c.aug.blur_p, c.aug.solarize_p = (0.5, 0.5), (0.0, 0.0)
-    c.aug.normalize_mean, c.aug.normalize_std = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
-    c.model.name = "resnet18-cifar"
     # solo-learn: LARS lr 0.6 at batch 256 with eta 0.02 and clip_lr, wd 1e-6, 1000 epochs.
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "lars", 0.6, 1e-6, 10
     c.optim.lars_eta, c.optim.lars_clip_lr = 0.02, True
-    c.train.epochs, c.train.batch_size, c.train.out = 1000, 256, f"runs/{name}"
+    c.train.epochs, c.train.batch_size = 1000, 256
+    return c
 
 
 @RECIPES.register("swav-resnet18-cifar10")
@@ -129,8 +115,7 @@ def swav_resnet18_cifar10() -> Config:
     """SwAV on CIFAR-10 (solo-learn's setting: 3000 prototypes, queue 3840 from epoch 50)."""
     # solo-learn scripts/pretrain/cifar/swav.yaml: proj 2048 -> 128, 3000 prototypes, T 0.1,
     # queue 3840 from epoch 50, prototypes frozen 2 epochs.
-    c = Config(recipe="swav-resnet18-cifar10")
-    _cifar10(c, "swav-resnet18-cifar10")
+    c = _solo_cifar10("swav-resnet18-cifar10")
     m = c.set_method("swav")
     m.proj_hidden_dim, m.proj_dim, m.num_prototypes, m.temperature = 2048, 128, 3000, 0.1
     m.queue_length, m.queue_start_epoch, m.freeze_prototypes_epochs = 3840, 50, 2
@@ -142,8 +127,7 @@ def deepcluster_resnet18_cifar10() -> Config:
     """DeepCluster v2 on CIFAR-10 (solo-learn's setting: 3 x 3000 clusters)."""
     # solo-learn scripts/pretrain/cifar/deepclusterv2.yaml: proj 2048 -> 128, prototypes
     # [3000, 3000, 3000], warm-up 11 epochs, min lr 0.0006 (of 0.6).
-    c = Config(recipe="deepcluster-resnet18-cifar10")
-    _cifar10(c, "deepcluster-resnet18-cifar10")
+    c = _solo_cifar10("deepcluster-resnet18-cifar10")
     m = c.set_method("deepcluster")
     m.proj_hidden_dim, m.proj_dim, m.num_prototypes, m.temperature = 2048, 128, "3000,3000,3000", 0.1
     c.optim.warmup_epochs, c.optim.min_lr_ratio = 11, 0.001

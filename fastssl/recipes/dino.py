@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastssl.config import Config
+from fastssl.recipes.datasets import digits, imagenet
 from fastssl.recipes.simclr import simclr_resnet18_cifar10
 from fastssl.registry import RECIPES
 
@@ -15,14 +16,12 @@ def dino_cpu() -> Config:
     # entropy well below ln K; without BN, or with tau 0.99, these 200 steps drift to the uniform
     # collapse (entropy -> ln 1024, loss -> 6.93) and kNN falls. A ViT (vit_nano/4) learned far
     # less in the same budget. main_dino.py's temperatures (0.1 / 0.04) and 1 frozen epoch.
-    c = Config(recipe="dino-cpu")
-    c.data.dataset, c.data.image_size, c.data.num_workers = "digits", 16, 2
+    c = digits("dino-cpu", "resnet-tiny")
     c.aug.crop_scale_min, c.aug.crop_scale_max, c.aug.flip_p = 0.4, 1.0, 0.0  # digits are not mirror-symmetric
     c.aug.jitter_p, c.aug.grayscale_p = 0.8, 0.0
     c.aug.blur_p, c.aug.solarize_p, c.aug.local_blur_p = (0.0, 0.0), (0.0, 0.0), 0.0  # too small to blur
     c.aug.local_crops, c.aug.local_size = 2, 8
     c.aug.local_scale_min, c.aug.local_scale_max = 0.1, 0.4
-    c.model.name = "resnet-tiny"
     m = c.set_method("dino")
     m.out_dim, m.proj_hidden_dim, m.bottleneck_dim = 1024, 256, 64
     m.use_bn_in_head = True
@@ -30,7 +29,7 @@ def dino_cpu() -> Config:
     m.warmup_teacher_temp, m.teacher_temp, m.warmup_teacher_temp_epochs = 0.04, 0.04, 0
     m.freeze_last_layer_epochs = 1
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "adamw", 2e-3, 1e-4, 1
-    c.train.epochs, c.train.batch_size, c.train.out = 8, 64, "runs/dino-cpu"
+    c.train.epochs, c.train.batch_size = 8, 64
     return c
 
 
@@ -68,14 +67,12 @@ def dino_vit_small_imagenet() -> Config:
     # here), drop_path 0.1, freeze_last_layer 1, batch 64 x 16 GPUs = 1024, 300 epochs.
     # Multi-crop (DataAugmentationDINO): globals 224 px scale (0.4, 1), blur 1.0 / 0.1,
     # solarise 0 / 0.2; 10 locals 96 px scale (0.05, 0.4), blur 0.5 (main_dino.py's default is 8).
-    c = Config(recipe="dino-vit-small-imagenet")
-    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 224, "auto", 8
-    c.data.dtype = "bf16"
+    c = imagenet("dino-vit-small-imagenet", "vit_small")
     c.aug.crop_scale_min, c.aug.crop_scale_max = 0.4, 1.0
     c.aug.brightness, c.aug.contrast, c.aug.saturation, c.aug.hue = 0.4, 0.4, 0.2, 0.1
     c.aug.blur_p, c.aug.solarize_p, c.aug.local_blur_p = (1.0, 0.1), (0.0, 0.2), 0.5
     c.aug.local_crops, c.aug.local_size, c.aug.local_scale_min, c.aug.local_scale_max = 10, 96, 0.05, 0.4
-    c.model.name, c.model.patch_size, c.model.drop_path = "vit_small", 16, 0.1
+    c.model.patch_size, c.model.drop_path = 16, 0.1
     m = c.set_method("dino")
     m.out_dim, m.proj_hidden_dim, m.bottleneck_dim, m.proj_layers = 65536, 2048, 256, 3
     m.norm_last_layer, m.freeze_last_layer_epochs = False, 1
@@ -86,6 +83,5 @@ def dino_vit_small_imagenet() -> Config:
     c.optim.betas = (0.9, 0.999)  # torch AdamW's defaults, which main_dino.py uses
     c.optim.min_lr_ratio = 1e-6 / (5e-4 * 1024 / 256)  # min_lr 1e-6 at the peak lr 0.002
     c.optim.clip_grad = 3.0
-    c.train.epochs, c.train.batch_size, c.train.out = 300, 1024, "runs/dino-vit-small-imagenet"
-    c.train.knn_at_end = False
+    c.train.epochs, c.train.batch_size = 300, 1024
     return c

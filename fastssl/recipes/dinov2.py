@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastssl.config import Config
+from fastssl.recipes.datasets import imagenet
 from fastssl.recipes.dino import dino_cpu
 from fastssl.registry import RECIPES
 
@@ -38,14 +39,12 @@ def dinov2_vit_large_imagenet() -> Config:
     # (0.32, 1), 8 locals 96 px scale (0.05, 0.32). An "epoch" there is OFFICIAL_EPOCH_LENGTH 1250
     # iterations = 2.56 M images ~ 2 ImageNet passes, so 100 / 10 / 30 / 1 of its epochs are
     # 200 / 20 / 60 / 2 here. Not reproduced: layerscale 1e-5, patch_embed_lr_mult 0.2, wd schedule.
-    c = Config(recipe="dinov2-vit-large-imagenet")
-    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 224, "auto", 10
-    c.data.dtype = "bf16"
+    c = imagenet("dinov2-vit-large-imagenet", "vit_large", workers=10)
     c.aug.crop_scale_min, c.aug.crop_scale_max = 0.32, 1.0
     c.aug.brightness, c.aug.contrast, c.aug.saturation, c.aug.hue = 0.4, 0.4, 0.2, 0.1
     c.aug.blur_p, c.aug.solarize_p, c.aug.local_blur_p = (1.0, 0.1), (0.0, 0.2), 0.5  # DataAugmentationDINO
     c.aug.local_crops, c.aug.local_size, c.aug.local_scale_min, c.aug.local_scale_max = 8, 96, 0.05, 0.32
-    c.model.name, c.model.patch_size, c.model.drop_path = "vit_large", 16, 0.3
+    c.model.patch_size, c.model.drop_path = 16, 0.3
     m = c.set_method("dinov2")
     m.out_dim, m.proj_hidden_dim, m.bottleneck_dim, m.proj_layers = 65536, 2048, 256, 3
     m.ibot_separate_head, m.centering, m.center_momentum = False, "centering", 0.9
@@ -58,7 +57,7 @@ def dinov2_vit_large_imagenet() -> Config:
     c.optim.base_lr = 0.004 * (2048 / 1024) ** 0.5 / (2048 / 256)
     c.optim.warmup_epochs, c.optim.layer_decay, c.optim.clip_grad = 20, 0.9, 3.0
     c.optim.min_lr_ratio = 1e-6 / (0.004 * (2048 / 1024) ** 0.5)
-    c.train.epochs, c.train.batch_size, c.train.out = 200, 2048, "runs/dinov2-vit-large-imagenet"
-    c.train.precision, c.train.activation_checkpointing, c.train.knn_at_end = "bf16", True, False
+    c.train.epochs, c.train.batch_size = 200, 2048
+    c.train.precision, c.train.activation_checkpointing = "bf16", True
     c.dist.strategy = "fsdp"  # FSDP2 per block of student and teacher (SSLMethod.shard_units), as dinov2's FSDP
     return c

@@ -4,6 +4,7 @@ patch tokens (`fastssl eval linear`), which is what the encoder's pooled feature
 from __future__ import annotations
 
 from fastssl.config import Config
+from fastssl.recipes.datasets import digits, imagenet
 from fastssl.registry import RECIPES
 
 
@@ -25,16 +26,15 @@ def ijepa_cpu() -> Config:
     # AdamW, weight decay 0.04, crop scale (0.3, 1). Measured on digits, 20 epochs (linear probe,
     # random init 70.0%): with the reference's EMA 0.996 -> 1 the features collapse towards one
     # vector (70.0%); a slower target, 0.999 -> 1, gives 72.8% at base lr 1e-3 and 73.3% at 3e-3.
-    c = Config(recipe="ijepa-cpu")
-    c.data.dataset, c.data.image_size, c.data.num_workers = "digits", 16, 2
+    c = digits("ijepa-cpu", "vit_nano")
     _ijepa_aug(c, 0.3)
-    c.model.name, c.model.patch_size = "vit_nano", 2
+    c.model.patch_size = 2
     m = c.set_method("ijepa")
     m.pred_depth, m.pred_dim, m.pred_heads, m.min_keep = 2, 48, 3, 4
     m.momentum_base = 0.999
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.betas = "adamw", 3.0e-3, 0.04, (0.9, 0.999)
     c.optim.warmup_epochs = 3
-    c.train.epochs, c.train.batch_size, c.train.out = 20, 128, "runs/ijepa-cpu"
+    c.train.epochs, c.train.batch_size = 20, 128
     return c
 
 
@@ -48,16 +48,13 @@ def ijepa_vit_huge_imagenet() -> Config:
     # 12 x 384; masks: 4 targets (0.15, 0.2), aspect (0.75, 1.5), context (0.85, 1), min_keep 10
     # (the IJEPAConfig defaults). Not reproduced: the reference warms up from start_lr 2e-4 (fastssl
     # from 0) and raises weight decay from 0.04 to 0.4 by a cosine (fastssl keeps it at 0.04).
-    c = Config(recipe="ijepa-vit-huge-imagenet")
-    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 224, "auto", 10
-    c.data.dtype = "bf16"
+    c = imagenet("ijepa-vit-huge-imagenet", "vit_huge", workers=10)
     _ijepa_aug(c, 0.3)
-    c.model.name, c.model.patch_size = "vit_huge", 14
+    c.model.patch_size = 14
     m = c.set_method("ijepa")
     m.pred_depth, m.pred_dim, m.pred_heads = 12, 384, 16
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.betas = "adamw", 1.0e-3 * 256 / 2048, 0.04, (0.9, 0.999)
     c.optim.warmup_epochs, c.optim.min_lr_ratio = 40, 1.0e-6 / 1.0e-3
-    c.train.epochs, c.train.batch_size, c.train.out = 300, 2048, "runs/ijepa-vit-huge-imagenet"
-    c.train.knn_at_end = False
+    c.train.epochs, c.train.batch_size = 300, 2048
     c.dist.strategy = "fsdp"  # FSDP2 per encoder, target-encoder and predictor block (IJEPA.shard_units)
     return c

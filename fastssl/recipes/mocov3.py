@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastssl.config import Config
-from fastssl.recipes.simclr import default
+from fastssl.recipes.datasets import cifar10, imagenet
+from fastssl.recipes.simclr import default_with
 from fastssl.registry import RECIPES
 
 
@@ -15,13 +16,12 @@ def mocov3_cpu() -> Config:
     # 0.99 -> 1 (cosine), AdamW. The tiny ViT (vit_nano, 4 px patches) had not left random-init
     # kNN after 2 epochs at this budget (measured), so the CPU recipe uses the tiny ResNet;
     # `--model.name=vit_nano --model.patch_size=4` runs the ViT variant (frozen patch projection).
-    c = default()
-    c.recipe = "mocov3-cpu"
-    m = c.set_method("mocov3")
+    c = default_with("mocov3-cpu", "mocov3")
+    m = c.method
     m.proj_hidden_dim, m.proj_dim, m.pred_hidden_dim, m.proj_layers = 256, 64, 256, 0
     m.temperature, m.momentum_base, m.momentum_final, m.freeze_patch_embed = 0.2, 0.99, 1.0, True
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "adamw", 0.002, 1e-4, 2
-    c.train.epochs, c.train.batch_size, c.train.out = 10, 128, "runs/mocov3-cpu"
+    c.train.epochs, c.train.batch_size = 10, 128
     return c
 
 
@@ -33,18 +33,15 @@ def mocov3_resnet18_cifar10() -> Config:
     # clip_lr and no decay/adaptation on biases and norms, warm-up 10 epochs then cosine, 1000
     # epochs; augmentations/asymmetric.yaml: jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2,
     # no blur, solarisation (0, 0.2).
-    c = Config(recipe="mocov3-resnet18-cifar10")
-    c.data.dataset, c.data.image_size, c.data.num_workers = "npz", 32, 4
+    c = cifar10("mocov3-resnet18-cifar10", "resnet18-cifar")
     c.aug.brightness, c.aug.contrast, c.aug.saturation, c.aug.hue = 0.4, 0.4, 0.2, 0.1
     c.aug.blur_p, c.aug.solarize_p = (0.0, 0.0), (0.0, 0.2)
-    c.aug.normalize_mean, c.aug.normalize_std = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
-    c.model.name = "resnet18-cifar"
     m = c.set_method("mocov3")
     m.proj_hidden_dim, m.proj_dim, m.pred_hidden_dim, m.proj_layers = 4096, 256, 4096, 2
     m.temperature, m.momentum_base, m.momentum_final = 0.2, 0.99, 1.0
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "lars", 0.3, 1e-6, 10
     c.optim.lars_eta, c.optim.lars_clip_lr = 0.02, True
-    c.train.epochs, c.train.batch_size, c.train.out = 1000, 256, "runs/mocov3-resnet18-cifar10"
+    c.train.epochs, c.train.batch_size = 1000, 256
     return c
 
 
@@ -56,17 +53,14 @@ def mocov3_vit_small_imagenet() -> Config:
     # default), warm-up 40 epochs then cosine, --stop-grad-conv1 --moco-m-cos --moco-t=.2;
     # proj 3 layers 4096 -> 256, pred 4096. main_moco.py's BYOL augmentation: crop 0.08-1,
     # jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale 0.2, blur (1.0, 0.1), solarisation (0, 0.2).
-    c = Config(recipe="mocov3-vit-small-imagenet")
-    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 224, "auto", 8
-    c.data.dtype = "bf16"
+    c = imagenet("mocov3-vit-small-imagenet", "vit_small")
     c.aug.brightness, c.aug.contrast, c.aug.saturation, c.aug.hue = 0.4, 0.4, 0.2, 0.1
     c.aug.blur_p, c.aug.solarize_p = (1.0, 0.1), (0.0, 0.2)
-    c.model.name, c.model.patch_size = "vit_small", 16
+    c.model.patch_size = 16
     m = c.set_method("mocov3")
     m.proj_hidden_dim, m.proj_dim, m.pred_hidden_dim, m.proj_layers = 4096, 256, 4096, 3
     m.temperature, m.momentum_base, m.momentum_final, m.freeze_patch_embed = 0.2, 0.99, 1.0, True
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "adamw", 1.5e-4, 0.1, 40
     c.optim.betas = (0.9, 0.999)
-    c.train.epochs, c.train.batch_size, c.train.out = 300, 4096, "runs/mocov3-vit-small-imagenet"
-    c.train.knn_at_end = False
+    c.train.epochs, c.train.batch_size = 300, 4096
     return c

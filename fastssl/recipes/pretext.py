@@ -8,18 +8,19 @@ schedule is fastssl's warm-up + cosine; the papers' step schedules are noted whe
 from __future__ import annotations
 
 from fastssl.config import Config
+from fastssl.recipes.datasets import CIFAR10_MEAN, CIFAR10_STD, cifar10, digits, imagenet
 from fastssl.registry import RECIPES
 
 
-def _digits(c: Config, size: int, out: str) -> None:
-    c.data.dataset, c.data.image_size, c.data.num_workers = "digits", size, 2
+def _digits(name: str, size: int) -> Config:
+    c = digits(name, "resnet-tiny", size)
     # Pretext targets are built from one view: a crop and nothing else. Digits are not mirror
     # symmetric (a flip would also alias with rotations) and are grey (colour jitter is a no-op).
     c.aug.crop_scale_min, c.aug.crop_scale_max, c.aug.flip_p = 0.5, 1.0, 0.0
     c.aug.jitter_p, c.aug.grayscale_p = 0.0, 0.0
     c.aug.blur_p, c.aug.solarize_p = (0.0, 0.0), (0.0, 0.0)
-    c.model.name = "resnet-tiny"
-    c.train.batch_size, c.train.out = 128, out
+    c.train.batch_size = 128
+    return c
 
 
 def _crop_flip_only(c: Config, scale_min: float) -> None:
@@ -28,15 +29,12 @@ def _crop_flip_only(c: Config, scale_min: float) -> None:
     c.aug.blur_p, c.aug.solarize_p = (0.0, 0.0), (0.0, 0.0)
 
 
-_CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
-
 
 # --- rotation ----------------------------------------------------------------------------------
 @RECIPES.register("rotation-cpu")
 def rotation_cpu() -> Config:
     """RotNet on the built-in digits (all 4 rotations per image, 16 px): minutes on 2 CPU cores."""
-    c = Config(recipe="rotation-cpu")
-    _digits(c, 16, "runs/rotation-cpu")
+    c = _digits("rotation-cpu", 16)
     m = c.set_method("rotation")
     m.rotations, m.head_hidden_dim = "all", 0
     # RotNet's optimiser (SGD, momentum 0.9, wd 5e-4, lr 0.1 at batch 128: FeatureLearningRotNet
@@ -53,14 +51,11 @@ def rotation_resnet18_cifar10() -> Config:
     # SGD nesterov, momentum 0.9, wd 5e-4, lr 0.1 dropped x0.2 at epochs 60/120/160, 200 epochs;
     # random crop + flip. The paper's network is a 4-block NIN; ResNet-18 (CIFAR stem) stands in,
     # and cosine replaces the step schedule (no nesterov).
-    c = Config(recipe="rotation-resnet18-cifar10")
-    c.data.dataset, c.data.image_size, c.data.num_workers = "npz", 32, 4
+    c = cifar10("rotation-resnet18-cifar10", "resnet18-cifar")
     _crop_flip_only(c, 0.6)
-    c.aug.normalize_mean, c.aug.normalize_std = _CIFAR_MEAN, _CIFAR_STD
-    c.model.name = "resnet18-cifar"
     c.set_method("rotation").rotations = "all"
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "sgd", 0.2, 5e-4, 0
-    c.train.epochs, c.train.batch_size, c.train.out = 200, 128, "runs/rotation-resnet18-cifar10"
+    c.train.epochs, c.train.batch_size = 200, 128
     return c
 
 
@@ -70,15 +65,11 @@ def rotation_resnet50_imagenet() -> Config:
     # FeatureLearningRotNet config/ImageNet_RotNet_AlexNet.py: batch 192 (x4 copies), SGD
     # momentum 0.9, wd 5e-4, lr 0.01 dropped x10 at epochs 15/30/45, 50 epochs, random-sized
     # crop. AlexNet in the paper; ResNet-50 here (the paper's Table 8 also reports one).
-    c = Config(recipe="rotation-resnet50-imagenet")
-    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 224, "auto", 8
-    c.data.dtype = "bf16"
+    c = imagenet("rotation-resnet50-imagenet", "resnet50")
     _crop_flip_only(c, 0.08)
-    c.model.name = "resnet50"
     c.set_method("rotation").rotations = "all"
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "sgd", 0.01 * 256 / 192, 5e-4, 0
-    c.train.epochs, c.train.batch_size, c.train.out = 50, 192, "runs/rotation-resnet50-imagenet"
-    c.train.knn_at_end = False
+    c.train.epochs, c.train.batch_size = 50, 192
     return c
 
 
@@ -86,8 +77,7 @@ def rotation_resnet50_imagenet() -> Config:
 @RECIPES.register("jigsaw-cpu")
 def jigsaw_cpu() -> Config:
     """Jigsaw on the built-in digits at 24 px (3x3 cells of 8 px, 7 px tiles), 100 permutations."""
-    c = Config(recipe="jigsaw-cpu")
-    _digits(c, 24, "runs/jigsaw-cpu")
+    c = _digits("jigsaw-cpu", 24)
     m = c.set_method("jigsaw")
     m.num_permutations, m.tile_size, m.tile_normalize = 100, 7, True
     m.tile_dim, m.head_hidden_dim, m.dropout = 128, 512, 0.5
@@ -103,15 +93,12 @@ def jigsaw_resnet50_imagenet() -> Config:
     # maximal Hamming distance, tiles normalised one by one. bbrattoli/JigsawPuzzlePytorch
     # (JigsawTrain.py, run_jigsaw_training.sh): SGD momentum 0.9, wd 5e-4, lr 0.001 at batch 128,
     # x0.1 every 20 of 70 epochs. The CFN's AlexNet trunk is a ResNet-50 here.
-    c = Config(recipe="jigsaw-resnet50-imagenet")
-    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 225, "auto", 8
+    c = imagenet("jigsaw-resnet50-imagenet", "resnet50", image_size=225, dtype="fp32")
     _crop_flip_only(c, 0.08)
-    c.model.name = "resnet50"
     m = c.set_method("jigsaw")
     m.num_permutations, m.tile_size = 1000, 64
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "sgd", 0.002, 5e-4, 0
-    c.train.epochs, c.train.batch_size, c.train.out = 70, 256, "runs/jigsaw-resnet50-imagenet"
-    c.train.knn_at_end = False
+    c.train.epochs, c.train.batch_size = 70, 256
     return c
 
 
@@ -122,8 +109,7 @@ def colorize_cpu() -> Config:
     # The digits have no colour (a = b = 0 everywhere), so every image is grey and carries no
     # loss (skip_gray, as the reference code). This recipe checks the pipeline; learning needs
     # colour images: see colorize-cifar10-cpu.
-    c = Config(recipe="colorize-cpu")
-    _digits(c, 16, "runs/colorize-cpu")
+    c = _digits("colorize-cpu", 16)
     m = c.set_method("colorize")
     m.ab_grid, m.out_cells, m.decoder_hidden_dim = 20.0, 4, 256
     m.rgb_mean, m.rgb_std = c.aug.normalize_mean, c.aug.normalize_std
@@ -138,11 +124,11 @@ def colorize_cifar10_cpu() -> Config:
     c = Config(recipe="colorize-cifar10-cpu")
     c.data.dataset, c.data.image_size, c.data.num_workers, c.data.limit = "npz", 16, 2, 5000
     _crop_flip_only(c, 0.5)
-    c.aug.normalize_mean, c.aug.normalize_std = _CIFAR_MEAN, _CIFAR_STD
+    c.aug.normalize_mean, c.aug.normalize_std = CIFAR10_MEAN, CIFAR10_STD
     c.model.name = "resnet-tiny"
     m = c.set_method("colorize")
     m.ab_grid, m.out_cells, m.decoder_hidden_dim = 20.0, 4, 256
-    m.rgb_mean, m.rgb_std = _CIFAR_MEAN, _CIFAR_STD
+    m.rgb_mean, m.rgb_std = CIFAR10_MEAN, CIFAR10_STD
     c.optim.name, c.optim.base_lr, c.optim.weight_decay, c.optim.warmup_epochs = "adamw", 0.002, 1e-4, 1
     c.train.epochs, c.train.batch_size, c.train.out = 5, 128, "runs/colorize-cifar10-cpu"
     return c
@@ -154,17 +140,14 @@ def colorize_resnet50_imagenet() -> Config:
     # richzhang/colorization train/solver.prototxt: Adam, base_lr 3e-5, momentum 0.9, momentum2
     # 0.99, weight_decay 1e-3, 500k iterations (x0.1 at 225k); models/colorization_train_val_v2
     # .prototxt: batch 40, 176 px crops with mirroring; Q = 313 bins of grid 10 (grid 10 here).
-    c = Config(recipe="colorize-resnet50-imagenet")
-    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 176, "auto", 8
+    c = imagenet("colorize-resnet50-imagenet", "resnet50", image_size=176, dtype="fp32")
     _crop_flip_only(c, 0.08)
-    c.model.name = "resnet50"
     m = c.set_method("colorize")
     m.ab_grid, m.out_cells = 10.0, 7
     c.optim.name, c.optim.base_lr, c.optim.betas = "adamw", 3e-5 * 256 / 40, (0.9, 0.99)
     # Caffe's weight_decay is L2 added to the gradient; AdamW decouples it (the closest fastssl has).
     c.optim.weight_decay, c.optim.warmup_epochs = 1e-3, 0
-    c.train.epochs, c.train.batch_size, c.train.out = 16, 40, "runs/colorize-resnet50-imagenet"
-    c.train.knn_at_end = False
+    c.train.epochs, c.train.batch_size = 16, 40
     return c
 
 
@@ -174,8 +157,7 @@ def cpc_cpu() -> Config:
     """CPC v2 on the built-in digits at 16 px: a 3x3 grid of 8 px patches (stride 4), 4 directions."""
     # The one non-overlapping offset of a 3x3 grid (row 0 -> row 2), in each of the 4 directions:
     # 9 patches per image keep a step within ~1.5x SimCLR's cost on the default recipe.
-    c = Config(recipe="cpc-cpu")
-    _digits(c, 16, "runs/cpc-cpu")
+    c = _digits("cpc-cpu", 16)
     m = c.set_method("cpc")
     m.patch_size, m.patch_stride, m.pred_steps, m.directions = 8, 4, 1, 4
     m.context_blocks, m.context_dim, m.temperature = 2, 128, 0.1
@@ -189,16 +171,13 @@ def cpc_resnet18_cifar10() -> Config:
     """CPC v2 on CIFAR-10: 8 px patches at stride 4 (7x7 grid), 5 rows ahead, 4 directions."""
     # Lightning-bolts cpc_module.py (CIFAR-10): patch 8, overlap 4, Adam lr 1e-4, betas
     # (0.8, 0.999), wd 1e-5. Directions and offsets as CPC v2 (Fig. 3) and CPC v1 (Sec. 3.3).
-    c = Config(recipe="cpc-resnet18-cifar10")
-    c.data.dataset, c.data.image_size, c.data.num_workers = "npz", 32, 4
+    c = cifar10("cpc-resnet18-cifar10", "resnet18-cifar")
     _crop_flip_only(c, 0.6)
-    c.aug.normalize_mean, c.aug.normalize_std = _CIFAR_MEAN, _CIFAR_STD
-    c.model.name = "resnet18-cifar"
     m = c.set_method("cpc")
     m.patch_size, m.patch_stride, m.pred_steps, m.directions = 8, 4, 5, 4
     c.optim.name, c.optim.base_lr, c.optim.betas, c.optim.weight_decay = "adamw", 1e-4, (0.8, 0.999), 1e-5
     c.optim.warmup_epochs = 0
-    c.train.epochs, c.train.batch_size, c.train.out = 300, 256, "runs/cpc-resnet18-cifar10"
+    c.train.epochs, c.train.batch_size = 300, 256
     return c
 
 
@@ -209,15 +188,11 @@ def cpc_resnet50_imagenet() -> Config:
     # on a 7x7 grid of a 256 px image; up to 5 rows ahead; v2 predicts in four directions.
     # Optimiser: Lightning-bolts cpc_module.py (Adam lr 1e-4, betas (0.8, 0.999), wd 1e-5).
     # v2's ResNet-161 with LayerNorm is a ResNet-50 (BatchNorm) here.
-    c = Config(recipe="cpc-resnet50-imagenet")
-    c.data.dataset, c.data.image_size, c.data.backend, c.data.num_workers = "folder", 256, "auto", 8
-    c.data.dtype = "bf16"
+    c = imagenet("cpc-resnet50-imagenet", "resnet50", image_size=256)
     _crop_flip_only(c, 0.08)
-    c.model.name = "resnet50"
     m = c.set_method("cpc")
     m.patch_size, m.patch_stride, m.pred_steps, m.directions = 64, 32, 5, 4
     c.optim.name, c.optim.base_lr, c.optim.betas, c.optim.weight_decay = "adamw", 1e-4, (0.8, 0.999), 1e-5
     c.optim.warmup_epochs = 0
-    c.train.epochs, c.train.batch_size, c.train.out = 100, 512, "runs/cpc-resnet50-imagenet"
-    c.train.knn_at_end = False
+    c.train.epochs, c.train.batch_size = 100, 512
     return c

@@ -11,6 +11,7 @@ sweep result that decided it. A time budget lays the schedule over the steps tha
 from __future__ import annotations
 
 from fastssl.config import Config
+from fastssl.recipes.datasets import CIFAR10_MEAN, CIFAR10_STD
 from fastssl.registry import RECIPES
 
 
@@ -26,7 +27,7 @@ def cifar10_cpu() -> Config:
     # Sweep at a 2-minute budget (benchmarks/results/tta_sweep.csv, SimCLR, batch 256): 16 px
     # 28.8%, 24 px 32.8-33.1%, 32 px 32.3-32.6% held-out kNN; 24 px takes 1.8x the steps of 32 px.
     c.data.image_size, c.data.num_workers = 24, 2
-    c.aug.normalize_mean, c.aug.normalize_std = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+    c.aug.normalize_mean, c.aug.normalize_std = CIFAR10_MEAN, CIFAR10_STD
     c.aug.brightness, c.aug.contrast, c.aug.saturation, c.aug.hue = 0.4, 0.4, 0.4, 0.1
     c.aug.blur_p, c.aug.solarize_p = (0.0, 0.0), (0.0, 0.0)  # SimCLR App. B.9: no blur at 32 px
     c.aug.crop_scale_min = 0.2
