@@ -206,9 +206,9 @@ def loader_webdataset(c: Ctx) -> list[str]:
                for src, px, n in ((f"{c.data}/cifar10/train-0.npz", 32, 2048), (f"{c.data}/imagenet-sample", 256, 512))
                for fmt, to in (("npz", "npz"), ("wds", "webdataset"))]
     loader = "fastssl bench loader --backend torch,dali-cpu --repeats 3 --workers 2"
-    return convert + [
-        f"{loader} --data {c.out}/npz32,{c.out}/wds32 --image-size 32 --batch 64 --steps 8 --csv {c.own('loader_webdataset.csv')}",
-        f"{loader} --data {c.out}/npz256,{c.out}/wds256 --image-size 224 --batch 32 --steps 4 --csv {c.own('loader_webdataset.csv')}"]
+    csv = c.own("loader_webdataset.csv")
+    return convert + [f"{loader} --data {c.out}/npz{px},{c.out}/wds{px} --image-size {size} {sizes} --csv {csv}"
+                      for px, size, sizes in ((32, 32, "--batch 64 --steps 8"), (256, 224, "--batch 32 --steps 4"))]
 
 
 @FIGURES.register("bench-loss", minutes=12, data=(),
@@ -228,8 +228,9 @@ def bench_backbone(c: Ctx) -> list[str]:
                   feeds=((BENCH_README, "Loaders:", "| backend | px | data | batch | workers | images/s |"),))
 def bench_loader(c: Ctx) -> list[str]:
     loader = "fastssl bench loader --backend torch,dali-cpu,gpu-tensor"
-    return [f"{loader} --data {c.data}/imagenet-sample --csv {c.tracked('loader.csv')}",
-            f"{loader} --data {c.data}/cifar10 --image-size 32 --batch 256 --limit 10000 --csv {c.tracked('loader.csv')}"]
+    csv = c.tracked("loader.csv")
+    return [f"{loader} --data {c.data}/imagenet-sample --csv {csv}",
+            f"{loader} --data {c.data}/cifar10 --image-size 32 --batch 256 --limit 10000 --csv {csv}"]
 
 
 @FIGURES.register("step-overhead", minutes=4, data=(),

@@ -154,7 +154,8 @@ def test_header_names_date_hardware_load_versions_commit():
 
 def test_run_writes_summary_in_the_run_folder(monkeypatch, tmp_path):
     """The runner with a stand-in command: summary.md with the header and the group's output."""
-    monkeypatch.setattr(rf, "commands", lambda name, ctx: [f"python -c \"open('x.csv','w').write('a\\n'); print('row 1')\""])
+    stand_in = "python -c \"open('x.csv', 'w').write('a\\n'); print('row 1')\""
+    monkeypatch.setattr(rf, "commands", lambda name, ctx: [stand_in])
     args = argparse.Namespace(out=str(tmp_path / "run"), data=str(tmp_path), update_results=False, dry_run=False)
     assert rf.run(["quickstart"], args) == 0
     summary = (tmp_path / "run" / "summary.md").read_text()
