@@ -3,7 +3,7 @@
     python benchmarks/readme_figures.py --list                       # groups, sections, commands, time
     python benchmarks/readme_figures.py --only quickstart            # run one group (or a,b,...)
     python benchmarks/readme_figures.py --only strategies --dry-run  # print its commands, run nothing
-    python benchmarks/readme_figures.py --data ../shared/data        # every group: a day on 2 cores
+    python benchmarks/readme_figures.py --data ../shared/data        # every group: about 7 h on 2 cores
 
 A group is the set of existing commands (benchmarks/*.py scripts, `fastssl` subcommands) whose
 output one README table or sentence quotes; this file only names them, it measures nothing itself.
@@ -297,6 +297,8 @@ def group_section(name: str, ctx: Ctx, results: list[Result], tail_lines: int = 
     out = Path(ctx.out)
     written = sorted(str(p.relative_to(out)) for ext in ("csv", "json", "md") for p in out.rglob(f"*.{ext}"))
     lines += ["", "Files: " + (", ".join(f"`{w}`" for w in written) or "none in the group folder"), ""]
+    if ctx.update:
+        lines += ["Tracked results written under benchmarks/results/ (`git status benchmarks/results`).", ""]
     if results:
         tail = Path(results[-1].log).read_text(errors="replace").splitlines()[-tail_lines:]
         lines += [f"Last {len(tail)} lines of command {len(results)}:", "", "```text", *tail, "```", ""]
@@ -365,8 +367,9 @@ def run(names: list[str], args: argparse.Namespace) -> int:
             print("\n".join(commands(n, ctxs[n])))
         return 0
     if missing := missing_data(names, data):
-        raise SystemExit(f"readme_figures: error: {', '.join(missing)} not found; pass --data PATH "
-                         f"(a copy of ../shared/data)")
+        print(f"readme_figures: error: {', '.join(missing)} not found; pass --data PATH (a copy of ../shared/data)",
+              file=sys.stderr)
+        return 2
     root.mkdir(parents=True, exist_ok=True)
     m, load_start, body, failed = machine(), os.getloadavg(), [], []
     for n in names:

@@ -162,3 +162,9 @@ def test_run_writes_summary_in_the_run_folder(monkeypatch, tmp_path):
     assert "- date (UTC): " in summary and "- hardware: " in summary and "## quickstart" in summary
     assert "row 1" in summary and "`x.csv`" in summary
     assert (tmp_path / "run" / "quickstart" / "x.csv").is_file(), "a script's relative output lands in the group folder"
+
+
+def test_missing_data_is_a_one_line_error(capsys, tmp_path):
+    assert rf.main(["--only", "lightly", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert "cifar10 not found; pass --data" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
