@@ -296,7 +296,7 @@ def group_section(name: str, ctx: Ctx, results: list[Result], tail_lines: int = 
     lines += [f"| {i} | `{r.command}` | {r.rc} | {r.seconds:.0f} |" for i, r in enumerate(results, 1)]
     out = Path(ctx.out)
     written = sorted(str(p.relative_to(out)) for ext in ("csv", "json", "md") for p in out.rglob(f"*.{ext}"))
-    lines += ["", "Files: " + (", ".join(f"`{w}`" for w in written) or "none in the group folder"), ""]
+    lines += ["", f"Files in {out}: " + (", ".join(f"`{w}`" for w in written) or "none"), ""]
     if ctx.update:
         lines += ["Tracked results written under benchmarks/results/ (`git status benchmarks/results`).", ""]
     if results:
