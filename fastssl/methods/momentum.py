@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from fastssl.parallel.local_shard import local_tensor
+from fastssl.local_shard import local_tensor
 
 
 def cosine_momentum(step: int, schedule_len: float, base: float, final: float = 1.0) -> float:

@@ -31,7 +31,7 @@ from fastssl.methods.base import SSLMethod
 from fastssl.methods.multicrop import forward_multicrop
 from fastssl.models.backbone import Backbone
 from fastssl.models.heads import mlp
-from fastssl.parallel.local_shard import local_tensor
+from fastssl.local_shard import local_tensor
 from fastssl.registry import METHODS
 
 

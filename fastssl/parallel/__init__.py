@@ -4,7 +4,6 @@
   activation checkpointing, compile), in one documented order;
 - `engines`: DDP, FSDP2 and DeepSpeed ZeRO behind one interface (`--dist.strategy`);
 - `sync_batchnorm`: BatchNorm over the global batch on any device;
-- `local_shard`: the part of a parameter this rank holds, under any engine (`local_tensor`);
 - `comm_counter`: the collectives (and bytes) a rank issues, per mesh dim, for `fastssl bench step`.
 
 The data-parallel mesh (`--dist.dp_replicate` x `--dist.dp_shard`) and the process group are

@@ -47,7 +47,7 @@ from fastssl.distributed import World
 from fastssl.errors import FastSSLError
 from fastssl.methods.base import SSLMethod
 from fastssl.methods.momentum import ema_update_
-from fastssl.parallel.local_shard import local_tensor
+from fastssl.local_shard import local_tensor
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 
